@@ -1,0 +1,63 @@
+"""Overhead cases for bayes_regression: n = 8 000 training points, cubic features, known noise.
+
+The floor is the same model (Normal priors, Normal likelihood, known noise) with
+the same mean-field Normal family, its ELBO written by hand in PyTorch, one
+reparameterised draw per step, Adam.
+"""
+
+import math
+
+import torch
+
+from pyro_vi_zoo.data.regression import cubic_dataset
+from pyro_vi_zoo.registry import get_spec
+from pyro_vi_zoo.svi import FitSettings, make_svi_step, run_steps
+from svi_overhead import Case
+
+
+def hand_written_step(features, y, prior_scale, noise_scale, lr=0.01):
+    """k steps of mean-field SVI for Bayesian linear regression in plain PyTorch."""
+    dim = features.shape[1] + 1
+    loc = torch.zeros(dim, device=features.device, requires_grad=True)
+    log_scale = torch.full((dim,), math.log(0.01), device=features.device, requires_grad=True)
+    optimizer = torch.optim.Adam([loc, log_scale], lr=lr)
+    prior = torch.distributions.Normal(torch.zeros(dim, device=features.device), prior_scale)
+
+    def run(steps):
+        for _ in range(steps):
+            optimizer.zero_grad()
+            scale = log_scale.exp()
+            theta = loc + scale * torch.randn_like(loc)
+            mean = features @ theta[:-1] + theta[-1]
+            log_joint = torch.distributions.Normal(mean, noise_scale).log_prob(y).sum() + prior.log_prob(theta).sum()
+            entropy = log_scale.sum()  # + constant
+            loss = -(log_joint + entropy)
+            loss.backward()
+            optimizer.step()
+
+    return run
+
+
+def zoo_steps(guide, dataset, kwargs, elbo):
+    spec = get_spec("bayes_regression")
+    settings = FitSettings(elbo=elbo, num_particles=1, lr=0.01, lr_decay=1.0, steps=10**6, progress=False)
+    step = make_svi_step(spec, guide, dataset, kwargs, settings)
+    losses = torch.empty(10**6, device=dataset.train[0].device)
+
+    def run(steps):
+        run_steps(step, steps, losses, 0)
+
+    return run
+
+
+def cases(device):
+    dataset = cubic_dataset().to(device)
+    spec = get_spec("bayes_regression")
+    kwargs = spec.model_kwargs(dataset, noise="known")
+    features, y = dataset.train
+    out = []
+    for elbo, target in (("trace", 2.0), ("jit", 1.3)):
+        for guide in ("mean_field", "auto_normal"):
+            floor = hand_written_step(features, y, kwargs["prior_scale"], kwargs["noise_scale"])
+            out.append(Case(f"bayes_regression n={len(y)} {guide:11s} {elbo}", zoo_steps(guide, dataset, kwargs, elbo), floor, target))
+    return out

@@ -1,0 +1,3 @@
+"""Model families: each module builds and registers the ModelSpec of one model."""
+
+from . import bayes_regression  # noqa: F401

@@ -1,0 +1,6 @@
+"""Hand-written mean-field guides (one per model) and Pyro's auto guides by name."""
+
+from .auto import AUTO_GUIDES, GUIDES, GuideInfo, get_guide_info
+from .bayes_regression import bayes_regression_guide
+
+__all__ = ["AUTO_GUIDES", "GUIDES", "GuideInfo", "get_guide_info", "bayes_regression_guide"]

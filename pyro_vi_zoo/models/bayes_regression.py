@@ -1,0 +1,52 @@
+"""Bayesian linear regression on given features (Bishop 2006, §3.3).
+
+    weight ~ Normal(0, prior_scale) per feature,  bias ~ Normal(0, prior_scale)
+    sigma  ~ HalfNormal(noise_prior_scale)        (or fixed: ``noise_scale``)
+    y_i    ~ Normal(features_i · weight + bias, sigma)
+
+With ``noise_scale`` fixed the posterior of (weight, bias) is Gaussian in closed
+form (:func:`pyro_vi_zoo.references.exact_linear_regression`), which makes this
+model the zoo's yardstick for guides.
+"""
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+
+def bayes_regression(
+    features: torch.Tensor,
+    y: torch.Tensor = None,
+    *,
+    prior_scale: float = 10.0,
+    noise_scale: float = None,
+    noise_prior_scale: float = 1.0,
+    subsample_size: int = None,
+):
+    """Pyro model of Bayesian linear regression.
+
+    Args:
+        features: (n, d) design matrix (standardised features work best).
+        y: (n,) targets, or ``None`` to sample predictions.
+        prior_scale: standard deviation of the Normal prior on weights and bias.
+        noise_scale: known noise standard deviation; ``None`` puts a HalfNormal
+            prior of scale ``noise_prior_scale`` on it (site ``"sigma"``).
+        subsample_size: minibatch size for SVI (``None`` uses all rows).
+
+    Returns:
+        The mean of y for the rows in the (sub)sample.
+    """
+    num_points, num_features = features.shape
+    weight = pyro.sample(
+        "weight", dist.Normal(features.new_zeros(num_features), prior_scale).to_event(1)
+    )
+    bias = pyro.sample("bias", dist.Normal(features.new_zeros(()), prior_scale))
+    if noise_scale is None:
+        sigma = pyro.sample("sigma", dist.HalfNormal(features.new_tensor(noise_prior_scale)))
+    else:
+        sigma = features.new_tensor(noise_scale)
+    with pyro.plate("data", num_points, subsample_size=subsample_size, device=features.device) as index:
+        # weight may carry leading sample dims (..., 1, d): a sum over the last dim broadcasts over them
+        mean = (features[index] * weight).sum(-1) + bias
+        pyro.sample("y", dist.Normal(mean, sigma), obs=None if y is None else y[index])
+    return mean
