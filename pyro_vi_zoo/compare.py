@@ -68,6 +68,7 @@ def compare(
     num_eval_samples: int = 1000,
     num_elbo_particles: int = 1000,
     draw_figures: bool = True,
+    fast: bool = False,
     **overrides,
 ) -> Comparison:
     """Fit each guide to one model and score the posteriors side by side.
@@ -80,6 +81,7 @@ def compare(
             settings, fitted parameters, PNG figures). ``None`` writes nothing.
         num_eval_samples: posterior draws for predictive scores and reference distances.
         num_elbo_particles: importance samples for the ELBO and PSIS k̂.
+        fast: a cheaper reference (fewer NUTS draws) for smoke tests.
 
     Returns:
         A :class:`Comparison`; ``table`` has one row per guide.
@@ -92,7 +94,7 @@ def compare(
     config = _configuration(spec, dataset, settings, data_options, model_options, model_kwargs)
     if run_dir is not None:
         write_json(run_dir / "settings.json", config)
-    reference = spec.reference(dataset, model_kwargs, progress=settings.progress) if spec.reference else None
+    reference = spec.reference(dataset, model_kwargs, progress=settings.progress, fast=fast) if spec.reference else None
     sites = _compared_sites(spec, dataset, model_kwargs, reference)
     result = Comparison(pd.DataFrame(), {}, dataset, reference, run_dir=run_dir)
     rows = []

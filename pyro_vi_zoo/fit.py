@@ -132,7 +132,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     result = compare(
         spec, guides=args.guide, data=args.data, data_options=data_options, model_options=model_opts,
         out=args.out, num_eval_samples=100 if args.fast else args.eval_samples,
-        num_elbo_particles=100 if args.fast else 1000, **settings_from(args, spec),
+        num_elbo_particles=100 if args.fast else 1000, fast=args.fast, **settings_from(args, spec),
     )
     if not result.table.empty:
         print(summary(result.table))

@@ -67,9 +67,13 @@ def pareto_khat(log_weights: torch.Tensor) -> float:
     tail_size = int(math.ceil(min(0.2 * num, 3.0 * math.sqrt(num))))
     cutoff = float(log_weights[-tail_size - 1])
     tail = log_weights[log_weights > cutoff]
-    if tail.numel() < 5:
+    excess = tail.exp() - math.exp(cutoff)
+    if tail.numel() < 5 or float(excess.max()) <= 0.0:
         return float("nan")
-    k, _ = fit_generalized_pareto(tail.exp() - math.exp(cutoff))
+    try:
+        k, _ = fit_generalized_pareto(excess)
+    except ZeroDivisionError:  # a numerically flat tail: no tail index to estimate
+        return float("nan")
     return float(k)
 
 

@@ -54,7 +54,7 @@ class ModelSpec:
         fast_settings: overrides for the fast mode (tests, CI, notebooks' smoke runs).
         evaluate: ``evaluate(fit_result, dataset, num_samples) -> dict`` of
             model-specific metrics (held-out predictive scores and the like).
-        reference: ``reference(dataset, model_kwargs, progress=True) -> Reference or None``
+        reference: ``reference(dataset, model_kwargs, progress=True, fast=False) -> Reference or None``
             (exact where conjugate, else e.g. cached NUTS draws).
         figures: ``figures(fits, dataset, reference) -> dict[name, matplotlib Figure]``
             of model-specific figures; ELBO traces and marginals are drawn for all.
@@ -67,6 +67,14 @@ class ModelSpec:
         latent_sites: sites whose posterior is compared (marginals, reference
             distances); ``None`` means every latent sample site.
         baselines: extra non-Bayesian rows (name -> callable(dataset, model_kwargs, settings) -> dict).
+        auto_guide_init: ``auto_guide_init(dataset, model_kwargs) -> init_loc_fn`` for auto guides,
+            called afresh for every guide built (so restarts start differently); ``None``
+            keeps the auto guides' default (prior means). Mixtures need it: at the prior
+            means all components coincide, a saddle that SVI leaves slowly.
+        score_model: ``score_model(dataset, model_kwargs) -> callable``, the model a fitted guide
+            is scored against (ELBO, PSIS, predictive traces) when it differs from the one
+            trained: e.g. the same joint with enumerated discrete sites summed out, since
+            importance weights cannot enumerate. ``None``: the trained model.
     """
 
     name: str
@@ -88,6 +96,8 @@ class ModelSpec:
     subsample_kwarg: Optional[str] = "subsample_size"
     latent_sites: Optional[Tuple[str, ...]] = None
     baselines: Dict[str, Callable] = field(default_factory=dict)
+    auto_guide_init: Optional[Callable] = None
+    score_model: Optional[Callable] = None
 
     def bind_model(self, dataset, model_kwargs) -> Callable:
         if self.build_model is not None:

@@ -236,27 +236,43 @@ class SVIStep:
         # parameters there; the scope still gives every fit a store of its own.
         self.module_local = not settings.elbo.startswith("jit")
         with self.scope():
-            self.loss_fn = make_elbo(settings, max_plate_nesting)(model, build_guide())
-            self.loss_fn(*args, **kwargs)  # creates lazy parameters
-            candidates = list(self.loss_fn.parameters()) + [value.unconstrained() for value in self._store_values()]
-            self.params = list({id(p): p for p in candidates}.values())
+            self.model, self.guide = model, build_guide()
+            self.elbo = make_elbo(settings, max_plate_nesting)
+            # ELBOs with a differentiable loss run as an nn.Module; the others
+            # (TraceGraph, Rényi) compute their own surrogate gradients
+            self.differentiable = hasattr(self.elbo, "differentiable_loss")
+            self.loss_fn = self.elbo(model, self.guide) if self.differentiable else None
+            self._loss()  # the warm-up call creates the guide's lazy parameters
+            self.params = self._collect_parameters()
         if not self.params:
             raise ZooError("the guide has no parameters to fit; check that it calls pyro.param or is an AutoGuide.")
         self.optimizer = torch.optim.Adam(self.params, lr=settings.lr)
         gamma = settings.lr_decay ** (1.0 / settings.steps)
         self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=gamma)
 
-    def _store_values(self):
+    def _collect_parameters(self):
         store = pyro.get_param_store()
-        return [store[name] for name in store.keys()]
+        modules = [module for module in (self.model, self.guide) if isinstance(module, torch.nn.Module)]
+        candidates = [p for module in modules for p in module.parameters()]
+        candidates += [store[name].unconstrained() for name in store.keys()]
+        return list({id(p): p for p in candidates}.values())
+
+    def _loss(self) -> torch.Tensor:
+        if self.differentiable:
+            return self.loss_fn(*self.args, **self.kwargs)
+        with torch.no_grad():
+            return torch.as_tensor(self.elbo.loss(self.model, self.guide, *self.args, **self.kwargs))
 
     def scope(self):
         return parameter_scope(self.param_state, self.module_local)
 
     def __call__(self) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(*self.args, **self.kwargs)
-        loss.backward()
+        if self.differentiable:
+            loss = self.loss_fn(*self.args, **self.kwargs)
+            loss.backward()
+        else:
+            loss = torch.as_tensor(self.elbo.loss_and_grads(self.model, self.guide, *self.args, **self.kwargs))
         if self.settings.optimizer == "clipped_adam":
             torch.nn.utils.clip_grad_norm_(self.params, self.settings.clip_norm)
         self.optimizer.step()
@@ -270,7 +286,13 @@ def run_steps(step: SVIStep, num_steps: int, losses: torch.Tensor, start: int, b
     checked = start
     with step.scope():
         for index in range(start, start + num_steps):
-            losses[index] = step()
+            try:
+                losses[index] = step()
+            except ValueError as error:  # distribution validation refusing NaN parameters
+                if all(bool(torch.isfinite(p).all()) for p in step.params):
+                    raise
+                raise DivergenceError(index, _divergence_message(f"the parameters became non-finite at step {index}",
+                                                                 step.settings)) from error
             if index + 1 - checked >= log_every or index + 1 == start + num_steps:
                 _check_finite(losses, checked, index + 1, step.settings)
                 if bar is not None:
@@ -285,11 +307,12 @@ def _check_finite(losses: torch.Tensor, start: int, stop: int, settings: FitSett
     if bool(finite.all()):
         return
     first = start + int((~finite).nonzero()[0, 0])
-    raise DivergenceError(
-        first,
-        f"the loss became {float(losses[first])} at step {first}; try a smaller --lr (now {settings.lr}), "
-        "--optimizer clipped_adam, more --num-particles, or check the data for extreme values.",
-    )
+    raise DivergenceError(first, _divergence_message(f"the loss became {float(losses[first])} at step {first}", settings))
+
+
+def _divergence_message(what: str, settings: FitSettings) -> str:
+    return (f"{what}; try a smaller --lr (now {settings.lr}), --optimizer clipped_adam, "
+            "more --num-particles, or check the data for extreme values.")
 
 
 def fit(
@@ -350,17 +373,18 @@ def fit_prepared(spec: ModelSpec, guide_name: str, dataset, model_kwargs: Dict[s
     """Fit ``guide_name`` on an already prepared data set (the runner's entry point)."""
     info = get_guide_info(guide_name)
     model, build_guide, train_kwargs = svi_parts(spec, guide_name, dataset, model_kwargs, settings)
+    settings = with_enumeration(settings, model, dataset.train)
     start = time.perf_counter()
     step, losses = _best_start(model, build_guide, dataset.train, train_kwargs, settings, spec, info)
     wall_time = time.perf_counter() - start
-    guide = step.loss_fn.guide
+    guide = step.guide
     if info.finalize is not None:
         with step.scope():
             guide = info.finalize(guide, *dataset.train)
     return FitResult(
         model_name=spec.name,
         guide_name=info.name,
-        model=model,
+        model=model if spec.score_model is None else spec.score_model(dataset, model_kwargs),
         guide=guide,
         args=dataset.train,
         losses=losses.cpu().numpy(),
@@ -381,7 +405,11 @@ def svi_parts(spec: ModelSpec, guide_name: str, dataset, model_kwargs, settings:
     if info.build is None:
         build_guide = lambda: spec.bind_guide(dataset, model_kwargs)
     else:
-        build_guide = lambda: info.build(model)
+        # auto guides cover the continuous latents; enumerated discrete sites are summed out by the ELBO
+        guide_model = pyro.poutine.block(model, hide_fn=_is_enumerated)
+        init = (lambda: {}) if spec.auto_guide_init is None else (
+            lambda: {"init_loc_fn": spec.auto_guide_init(dataset, model_kwargs)})
+        build_guide = lambda: info.build(guide_model, **init())
     train_kwargs = {}
     if settings.batch_size is not None:
         if spec.subsample_kwarg is None:
@@ -390,9 +418,30 @@ def svi_parts(spec: ModelSpec, guide_name: str, dataset, model_kwargs, settings:
     return model, build_guide, train_kwargs
 
 
+ENUMERATING_ELBOS = {"trace": "enum", "jit": "jit_enum"}
+
+
+def _is_enumerated(msg) -> bool:
+    return msg["type"] == "sample" and msg["infer"].get("enumerate") == "parallel"
+
+
+def with_enumeration(settings: FitSettings, model, args) -> FitSettings:
+    """``settings`` with ``trace``/``jit`` turned into ``enum``/``jit_enum`` when the model marks
+    sites for parallel enumeration (``infer={"enumerate": "parallel"}``), which only
+    TraceEnum_ELBO sums out; otherwise ``settings`` unchanged."""
+    if settings.elbo not in ENUMERATING_ELBOS:
+        return settings
+    with torch.no_grad(), pyro.poutine.block():
+        trace = pyro.poutine.trace(model).get_trace(*args)
+    if any(_is_enumerated(site) for site in trace.nodes.values()):
+        return settings.replace(elbo=ENUMERATING_ELBOS[settings.elbo])
+    return settings
+
+
 def make_svi_step(spec: ModelSpec, guide_name: str, dataset, model_kwargs, settings: FitSettings) -> SVIStep:
     """The :class:`SVIStep` that :func:`fit_prepared` would run (for benchmarks and custom loops)."""
     model, build_guide, train_kwargs = svi_parts(spec, guide_name, dataset, model_kwargs, settings)
+    settings = with_enumeration(settings, model, dataset.train)
     pyro.set_rng_seed(settings.seed)
     return SVIStep(model, build_guide, dataset.train, train_kwargs, settings, spec.max_plate_nesting)
 

@@ -60,14 +60,15 @@ def _residual_scale(features, y) -> float:
     return float(residuals.pow(2).sum().div(dof).sqrt().clamp_min(1e-6))
 
 
-def reference(dataset, kwargs, *, progress=True):
-    """Exact posterior for known noise; NUTS draws (cached) for learned noise."""
+def reference(dataset, kwargs, *, progress=True, fast=False):
+    """Exact posterior for known noise; NUTS draws (cached) for learned noise (fewer in ``fast`` mode)."""
     features, y = dataset.train
     if kwargs.get("noise_scale") is not None:
         return exact_linear_regression(features, y, kwargs["prior_scale"], kwargs["noise_scale"])
     model = lambda features, y: bayes_regression(features, y, **kwargs)
     key = {"model": "bayes_regression", **kwargs}
-    return nuts_reference(model, (features, y), ("weight", "bias", "sigma"), key, progress=progress)
+    draws = {"num_samples": 200, "warmup_steps": 100} if fast else {}
+    return nuts_reference(model, (features, y), ("weight", "bias", "sigma"), key, progress=progress, **draws)
 
 
 def figures(fits, dataset, reference):
