@@ -55,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--elbo", choices=tuple(ELBOS), help="the ELBO estimator (default: the model's)")
     parser.add_argument("--batch-size", type=int, help="minibatch size (subsampled plate); default: full batch")
     parser.add_argument("--restarts", type=int, help="initialisations to try; the best by ELBO is kept")
+    parser.add_argument("--validate", action="store_true",
+                        help="check distribution arguments at every step, not only the first (slower)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA when available")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch; the default models are small, where more threads "
+                             "mostly add OpenMP overhead (raise it for large networks)")
     parser.add_argument("--out", default="runs", help="folder for results (a timestamped subfolder is made)")
     parser.add_argument("--eval-samples", type=int, default=1000, help="posterior draws for scores and figures")
     parser.add_argument("--fast", action="store_true", help="tiny settings for a smoke test (the tests use it)")
@@ -89,7 +93,7 @@ def settings_from(args, spec) -> Dict:
     }
     settings = dict(spec.fast_settings) if args.fast else {}
     settings.update({k: v for k, v in chosen.items() if v is not None})
-    settings.update(seed=args.seed, device=args.device, progress=not args.no_progress)
+    settings.update(seed=args.seed, device=args.device, progress=not args.no_progress, validate=args.validate)
     return settings
 
 
@@ -122,10 +126,9 @@ def run(argv: Optional[List[str]] = None) -> int:
     if args.model is None:
         parser.error("name a model (see --list)")
     spec = get_spec(args.model)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ZooError(f"--threads must be at least 1, got {args.threads}.")
-        torch.set_num_threads(args.threads)
+    if args.threads < 1:
+        raise ZooError(f"--threads must be at least 1, got {args.threads}.")
+    torch.set_num_threads(args.threads)
     if args.eval_samples < 1:
         raise ZooError(f"--eval-samples must be at least 1, got {args.eval_samples}.")
     data_options, model_opts = split_options(args, spec)

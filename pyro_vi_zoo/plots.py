@@ -1,25 +1,24 @@
 """The figures every comparison draws: ELBO traces and posterior marginals against the reference.
 
 Model-specific figures (predictive bands, mixture ellipses) come from each
-family's ``ModelSpec.figures``. All figures use the Agg backend and are returned
-as matplotlib Figures; the runner saves them as PNG.
+family's ``ModelSpec.figures``. Figures are built as ``matplotlib.figure.Figure``
+objects, not through pyplot: no backend is switched (notebooks keep theirs), no
+global figure list grows, and the runner saves them as PNG.
 """
 
 import math
 from typing import Dict, Optional
 
-import matplotlib
+from matplotlib.figure import Figure
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .metrics import flatten_samples  # noqa: E402
+from .metrics import flatten_samples
 
 
 def elbo_traces(losses: Dict[str, np.ndarray], title: str = "SVI loss (negative ELBO)"):
     """The loss trace of each guide, smoothed by a moving average, on a symmetric-log axis."""
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure = Figure(figsize=(7, 4))
+    axis = figure.subplots()
     for name, trace in losses.items():
         trace = np.asarray(trace, dtype=float)
         window = max(1, len(trace) // 50)
@@ -47,7 +46,8 @@ def marginals(draws: Dict[str, Dict[str, "torch.Tensor"]], sites, reference=None
     count = min(len(labels), max_panels)
     columns = min(4, max(count, 1))
     rows = max(1, math.ceil(count / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.8 * rows), squeeze=False)
+    figure = Figure(figsize=(3.6 * columns, 2.8 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for j, axis in enumerate(axes.flat[:count]):
         _marginal_panel(axis, j, labels[j], flat, ref_values, reference)
     for axis in axes.flat[count:]:

@@ -52,7 +52,9 @@ class FitSettings:
     many initialisations (seeds ``seed``, ``seed + 1``, ...) for a pilot of
     ``steps // 10`` steps each and continues the one with the best ELBO, the
     usual cure for mixtures' bad local optima. ``batch_size`` turns on minibatch
-    SVI through the model's ``subsample_size``.
+    SVI through the model's ``subsample_size``. ``validate`` checks distribution
+    arguments at every step, not only at the warm-up call (slower; a divergence is
+    caught either way, by the finite-loss check every ``log_every`` steps).
     """
 
     steps: int = 1500
@@ -67,6 +69,7 @@ class FitSettings:
     seed: int = 0
     device: str = "auto"
     log_every: int = 50
+    validate: bool = False
     progress: bool = True
 
     def replace(self, **changes) -> "FitSettings":
@@ -246,9 +249,9 @@ class SVIStep:
             self.params = self._collect_parameters()
         if not self.params:
             raise ZooError("the guide has no parameters to fit; check that it calls pyro.param or is an AutoGuide.")
-        self.optimizer = torch.optim.Adam(self.params, lr=settings.lr)
+        self.optimizer = _adam(self.params, settings.lr)
         gamma = settings.lr_decay ** (1.0 / settings.steps)
-        self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=gamma)
+        self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=gamma) if gamma < 1 else None
 
     def _collect_parameters(self):
         store = pyro.get_param_store()
@@ -276,15 +279,25 @@ class SVIStep:
         if self.settings.optimizer == "clipped_adam":
             torch.nn.utils.clip_grad_norm_(self.params, self.settings.clip_norm)
         self.optimizer.step()
-        self.schedule.step()
+        if self.schedule is not None:
+            self.schedule.step()
         return loss.detach()
+
+
+def _adam(params, lr):
+    """Adam, fused into one kernel where this torch and device allow (the per-parameter loop costs more than the maths)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
 
 
 def run_steps(step: SVIStep, num_steps: int, losses: torch.Tensor, start: int, bar=None) -> None:
     """Run ``num_steps`` steps, writing losses into ``losses[start:]``; check finiteness every ``log_every``."""
     log_every = step.settings.log_every
     checked = start
-    with step.scope():
+    # the warm-up call validated every distribution; re-checking them at each step costs a quarter of the step
+    with step.scope(), pyro.validation_enabled(step.settings.validate):
         for index in range(start, start + num_steps):
             try:
                 losses[index] = step()

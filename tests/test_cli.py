@@ -56,13 +56,14 @@ def test_every_fit_option_runs(tmp_path, device):
         "bayes_regression", "--guide", "mean_field", "--guide", "auto_normal", "--steps", 12, "--lr", 0.01,
         "--lr-decay", 0.5, "--optimizer", "clipped_adam", "--num-particles", 2, "--elbo", "meanfield",
         "--batch-size", 256, "--restarts", 2, "--seed", 7, "--device", device, "--out", tmp_path,
-        "--eval-samples", 40, "--no-progress", "--features", "poly5", "--noise", "known",
+        "--eval-samples", 40, "--no-progress", "--features", "poly5", "--noise", "known", "--validate",
     )
     assert status == 0
     table = pd.read_csv(only_run_dir(tmp_path) / "results.csv")
     row = table.iloc[0]
     assert (row["steps"], row["lr"], row["lr_decay"], row["optimizer"], row["num_particles"]) == (12, 0.01, 0.5, "clipped_adam", 2)
     assert (row["elbo_kind"], row["batch_size"], row["restarts"], row["seed"], row["features"]) == ("meanfield", 256, 2, 7, "poly5")
+    assert row["validate"]
 
 
 def test_all_guides_with_user_csv_and_learned_noise(tmp_path, device, cache):

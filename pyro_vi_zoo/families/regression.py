@@ -9,15 +9,12 @@ their original units.
 import math
 from typing import Dict
 
-import matplotlib
+from matplotlib.figure import Figure
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .. import metrics  # noqa: E402
-from ..svi import FitResult  # noqa: E402
+from .. import metrics
+from ..svi import FitResult
 
 
 def predictive_likelihood(result: FitResult, inputs, num_samples: int, site: str = "y"):
@@ -47,7 +44,7 @@ def evaluate_regression(result: FitResult, dataset, num_samples: int = 1000) -> 
 
 
 def predictive_band_figure(fits: Dict[str, FitResult], dataset, num_samples: int = 1000, max_points: int = 2000):
-    """5/50/95% posterior predictive quantiles over raw x, one panel per guide, data underneath.
+    """5/50/95% posterior predictive quantiles over raw x, one panel per guide, data underneath, original units.
 
     Needs one-dimensional raw inputs (``info["x_train"]``) and the feature map the
     model was fitted on; returns ``None`` otherwise.
@@ -56,21 +53,23 @@ def predictive_band_figure(fits: Dict[str, FitResult], dataset, num_samples: int
     feature_map = dataset.info.get("feature_map")
     if x_train is None or np.ndim(x_train) != 1 or not fits:
         return None
-    y_train = dataset.train[1].detach().cpu().numpy()
+    shift, scale = dataset.info.get("target_mean", 0.0), dataset.info.get("target_scale", 1.0)
+    y_train = dataset.train[1].detach().cpu().numpy() * scale + shift
     grid = np.linspace(x_train.min(), x_train.max(), 200)
     device = dataset.train[0].device
     grid_inputs = torch.as_tensor(feature_map(grid) if feature_map else grid[:, None], dtype=dataset.train[0].dtype, device=device)
     shown = np.random.default_rng(0).permutation(len(x_train))[:max_points]
     columns = min(4, len(fits))
     rows = math.ceil(len(fits) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), sharex=True, sharey=True, squeeze=False)
+    figure = Figure(figsize=(4 * columns, 3.2 * rows))
+    axes = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
     for axis, (name, result) in zip(axes.flat, fits.items()):
         with torch.no_grad():
             draws = predictive_likelihood(result, grid_inputs, num_samples).sample().cpu().numpy()
-        low, median, high = np.quantile(draws, [0.05, 0.5, 0.95], axis=0)
-        axis.plot(x_train[shown], y_train[shown], ".", color="0.6", markersize=2, label="training data")
-        axis.fill_between(grid, low, high, alpha=0.35, label="5–95% predictive")
-        axis.plot(grid, median, lw=1.5, label="median")
+        low, median, high = np.quantile(draws * scale + shift, [0.05, 0.5, 0.95], axis=0)
+        axis.plot(x_train[shown], y_train[shown], ".", color="0.7", markersize=1.5, label="training data", zorder=1)
+        axis.fill_between(grid, low, high, color="C1", alpha=0.45, label="5–95% predictive", zorder=2)
+        axis.plot(grid, median, color="C3", lw=1.2, label="median", zorder=3)
         axis.set_title(name)
     for axis in axes.flat[len(fits):]:
         axis.set_visible(False)

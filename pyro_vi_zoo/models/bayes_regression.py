@@ -46,7 +46,10 @@ def bayes_regression(
     else:
         sigma = features.new_tensor(noise_scale)
     with pyro.plate("data", num_points, subsample_size=subsample_size, device=features.device) as index:
-        # weight may carry leading sample dims (..., 1, d): a sum over the last dim broadcasts over them
-        mean = (features[index] * weight).sum(-1) + bias
-        pyro.sample("y", dist.Normal(mean, sigma), obs=None if y is None else y[index])
+        if len(index) < num_points:
+            features, y = features[index], None if y is None else y[index]
+        # vectorised draws arrive as (..., 1, d), the 1 being this plate's slot: drop it, then (..., d) @ (d, n)
+        coefficients = weight if weight.dim() == 1 else weight.squeeze(-2)
+        mean = coefficients @ features.T + bias
+        pyro.sample("y", dist.Normal(mean, sigma), obs=y)
     return mean
