@@ -8,6 +8,7 @@ and exits with status 130.
 
 import argparse
 import sys
+import types
 import warnings
 from typing import Dict, List, Optional
 
@@ -19,6 +20,7 @@ from .devices import DEVICE_CHOICES
 from .errors import ZooError
 from .guides.auto import GUIDES
 from .registry import Option, all_specs, get_spec
+from . import svi
 from .svi import ELBOS, OPTIMIZERS
 
 SUMMARY_COLUMNS = (
@@ -155,6 +157,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+
+class _CallableModule(types.ModuleType):
+    """Importing this module makes ``pyro_vi_zoo.fit`` name it instead of the function of the same name;
+    calling it still fits, so ``pyro_vi_zoo.fit(...)`` works whatever was imported first."""
+
+    def __call__(self, *args, **kwargs):
+        return svi.fit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())

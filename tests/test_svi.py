@@ -115,3 +115,11 @@ def test_fit_runs_on_the_requested_device(device):
     assert result.device == torch.device(device)
     draws = result.sample_posterior(10)
     assert all(value.device.type == torch.device(device).type for value in draws.values())
+
+
+def test_package_fit_is_callable_after_the_cli_module_is_imported():
+    import pyro_vi_zoo
+    import pyro_vi_zoo.fit  # noqa: F401  (rebinds the package attribute to the module)
+
+    result = pyro_vi_zoo.fit("bayes_regression", "auto_normal", data=small_data(), steps=5, progress=False)
+    assert result.losses.shape == (5,)
