@@ -42,6 +42,12 @@ class Comparison:
     figures: Dict[str, Any] = field(default_factory=dict)
     run_dir: Optional[Path] = None
     interrupted: bool = False
+    config_columns: Sequence[str] = ()
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """The table without its configuration columns: guide, status and what was measured."""
+        return self.table[[c for c in self.table.columns if c not in self.config_columns or c == "guide"]]
 
 
 def resolve_guides(spec: ModelSpec, guides) -> List[str]:
@@ -96,7 +102,8 @@ def compare(
         write_json(run_dir / "settings.json", config)
     reference = spec.reference(dataset, model_kwargs, progress=settings.progress, fast=fast) if spec.reference else None
     sites = _compared_sites(spec, dataset, model_kwargs, reference)
-    result = Comparison(pd.DataFrame(), {}, dataset, reference, run_dir=run_dir)
+    result = Comparison(pd.DataFrame(), {}, dataset, reference, run_dir=run_dir,
+                        config_columns=tuple(["model"] + list(_flat_config(config))))
     rows = []
     try:
         for name in names:
@@ -143,7 +150,7 @@ def score_fit(
     draws_out: Optional[Dict] = None,
 ) -> Dict[str, float]:
     """Every metric that applies to one fitted guide (see the module docstring)."""
-    row = {"final_loss": fitted.final_loss, "wall_time_s": fitted.wall_time, "steps_per_s": fitted.steps_per_second}
+    row = {}
     if fitted.guide_info.has_density:
         log_weights = importance_log_weights(fitted, num_elbo_particles)
         row["elbo"] = metrics.elbo_from_log_weights(log_weights)
@@ -160,6 +167,7 @@ def score_fit(
                 row.update(kl_to_exact(fitted, reference, row.get("elbo")))
     if spec.evaluate is not None:
         row.update(spec.evaluate(fitted, dataset, num_eval_samples))
+    row.update(final_loss=fitted.final_loss, wall_time_s=fitted.wall_time, steps_per_s=fitted.steps_per_second)
     return row
 
 

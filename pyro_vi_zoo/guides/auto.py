@@ -32,8 +32,20 @@ def _laplace(guide, *args, **kwargs):
     return guide.laplace_approximation(*args, **kwargs)
 
 
-# start at prior means (as the hand-written guides do); medians of prior draws where no mean exists
-_INIT = init_to_mean(fallback=init_to_median(num_samples=15))
+_PRIOR_MEAN = init_to_mean(fallback=init_to_median(num_samples=15))
+
+
+def _init_to_prior_mean(site=None):
+    """Start at prior means (as the hand-written guides do), medians of prior draws where no mean exists.
+
+    Copied, because a mean broadcast over a plate is an expanded view that Adam cannot update in place.
+    """
+    if site is None:
+        return _init_to_prior_mean
+    return _PRIOR_MEAN(site).clone()
+
+
+_INIT = _init_to_prior_mean
 
 AUTO_GUIDES = {
     info.name: info

@@ -1,5 +1,6 @@
 """The zoo's Pyro models: plain model functions (or PyroModules), pure and reusable in any Pyro program."""
 
 from .bayes_regression import bayes_regression
+from .gmm import gmm
 
-__all__ = ["bayes_regression"]
+__all__ = ["bayes_regression", "gmm"]
