@@ -11,8 +11,8 @@ import torch
 
 from pyro_vi_zoo.data.regression import cubic_dataset
 from pyro_vi_zoo.registry import get_spec
-from pyro_vi_zoo.svi import FitSettings, make_svi_step, run_steps
-from svi_overhead import Case
+
+from svi_overhead import Case, zoo_steps
 
 
 def hand_written_step(features, y, prior_scale, noise_scale, lr=0.01):
@@ -38,18 +38,6 @@ def hand_written_step(features, y, prior_scale, noise_scale, lr=0.01):
     return run
 
 
-def zoo_steps(guide, dataset, kwargs, elbo):
-    spec = get_spec("bayes_regression")
-    settings = FitSettings(elbo=elbo, num_particles=1, lr=0.01, lr_decay=1.0, steps=10**6, progress=False)
-    step = make_svi_step(spec, guide, dataset, kwargs, settings)
-    losses = torch.empty(10**6, device=dataset.train[0].device)
-
-    def run(steps):
-        run_steps(step, steps, losses, 0)
-
-    return run
-
-
 def cases(device):
     """The issue's size (n = 8 000, both guides, both ELBOs), and 10x the data to show the overhead is fixed."""
     out = []
@@ -61,5 +49,5 @@ def cases(device):
             for guide in guides:
                 floor = hand_written_step(features, y, kwargs["prior_scale"], kwargs["noise_scale"])
                 label = f"bayes_regression n={len(y)} {guide:11s} {elbo}"
-                out.append(Case(label, zoo_steps(guide, dataset, kwargs, elbo), floor, target))
+                out.append(Case(label, zoo_steps("bayes_regression", guide, dataset, kwargs, elbo), floor, target))
     return out

@@ -13,8 +13,8 @@ import torch.distributions as td
 
 from pyro_vi_zoo.data.mixture import default_mixture
 from pyro_vi_zoo.registry import get_spec
-from pyro_vi_zoo.svi import FitSettings, make_svi_step, run_steps
-from svi_overhead import Case
+
+from svi_overhead import Case, zoo_steps
 
 
 def _vector(data, value, size):
@@ -58,18 +58,6 @@ def hand_written_step(data, num_components, priors, lr=0.01):
     return run
 
 
-def zoo_steps(guide, dataset, kwargs, elbo):
-    spec = get_spec("gmm")
-    settings = FitSettings(elbo=elbo, num_particles=1, lr=0.01, lr_decay=1.0, steps=10**6, restarts=1, progress=False)
-    step = make_svi_step(spec, guide, dataset, kwargs, settings)
-    losses = torch.empty(10**6, device=dataset.train[0].device)
-
-    def run(steps):
-        run_steps(step, steps, losses, 0)
-
-    return run
-
-
 def cases(device):
     dataset = default_mixture(test_fraction=0.0).to(device)
     spec = get_spec("gmm")
@@ -85,5 +73,5 @@ def cases(device):
         for guide in guides:
             floor = hand_written_step(data, kwargs["num_components"], kwargs["priors"])
             label = f"gmm n={len(data)} {assignments:12s} {guide:11s} {elbo}"
-            out.append(Case(label, zoo_steps(guide, dataset, kwargs, elbo), floor, target))
+            out.append(Case(label, zoo_steps("gmm", guide, dataset, kwargs, elbo), floor, target))
     return out

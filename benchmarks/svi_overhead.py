@@ -23,6 +23,18 @@ from typing import Callable, List
 import torch
 
 HERE = Path(__file__).resolve().parent
+MAX_STEPS = 10**6
+
+
+def zoo_steps(model: str, guide: str, dataset, model_kwargs, elbo: str) -> Callable[[int], None]:
+    """k steps of pyro_vi_zoo's own loop (``make_svi_step`` + ``run_steps``, as ``fit`` runs them)."""
+    from pyro_vi_zoo.registry import get_spec
+    from pyro_vi_zoo.svi import FitSettings, make_svi_step, run_steps
+
+    settings = FitSettings(elbo=elbo, num_particles=1, lr=0.01, lr_decay=1.0, steps=MAX_STEPS, progress=False)
+    step = make_svi_step(get_spec(model), guide, dataset, model_kwargs, settings)
+    losses = torch.empty(MAX_STEPS, device=dataset.train[0].device)
+    return lambda steps: run_steps(step, steps, losses, 0)
 
 
 @dataclass

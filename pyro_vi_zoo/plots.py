@@ -7,10 +7,11 @@ global figure list grows, and the runner saves them as PNG.
 """
 
 import math
-from typing import Dict, Optional
+from typing import Dict
 
 from matplotlib.figure import Figure
 import numpy as np
+import torch
 
 from .metrics import flatten_samples
 
@@ -33,7 +34,7 @@ def elbo_traces(losses: Dict[str, np.ndarray], title: str = "SVI loss (negative 
     return figure
 
 
-def marginals(draws: Dict[str, Dict[str, "torch.Tensor"]], sites, reference=None, max_panels: int = 16):
+def marginals(draws: Dict[str, Dict[str, torch.Tensor]], sites, reference=None, max_panels: int = 16):
     """Histogram of each latent coordinate's draws per guide, with the reference on top.
 
     ``draws`` maps guide name to site samples; ``reference`` is a

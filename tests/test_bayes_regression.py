@@ -132,7 +132,6 @@ def test_predictive_coverage_of_good_guides_is_nominal(default_comparison):
 
 
 def test_closed_form_and_monte_carlo_kl_agree(default_comparison):
-    fitted = default_comparison.fits["mean_field"]
     reference = default_comparison.reference
     row = default_comparison.table.set_index("guide").loc["mean_field"]
     monte_carlo = reference.log_evidence - row["elbo"]

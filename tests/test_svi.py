@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyro_vi_zoo import DivergenceError, FitSettings, ZooError, fit
-from pyro_vi_zoo.data.regression import cubic_arrays, regression_dataset
+from pyro_vi_zoo.data.regression import cubic_arrays
 from pyro_vi_zoo.devices import resolve_device
 from pyro_vi_zoo.registry import ModelSpec
 

@@ -7,7 +7,6 @@ learned noise is scored against NUTS draws.
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..data.regression import FEATURE_MAPS, cubic_dataset, read_csv_table, regression_dataset
