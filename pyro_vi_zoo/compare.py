@@ -217,7 +217,8 @@ def _configuration(spec, dataset, settings, data_options, model_options, model_k
 def _flat_config(config: Dict[str, Any]) -> Dict[str, Any]:
     flat = {k: v for k, v in config.items() if not isinstance(v, dict)}
     for group in ("settings", "data_options", "model_options", "model_kwargs"):
-        flat.update(config[group])
+        # an option named like a column (``--dataset uci:yacht`` beside "dataset") keeps both
+        flat.update({(f"{key}_option" if key in flat else key): value for key, value in config[group].items()})
     flat.pop("progress", None)
     flat["elbo_kind"] = flat.pop("elbo")  # the column "elbo" holds the estimate
     return flat

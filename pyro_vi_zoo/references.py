@@ -20,6 +20,8 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
+from .cache import cache_dir
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,11 +44,6 @@ class Reference:
     @property
     def is_exact(self) -> bool:
         return self.loc is not None
-
-
-def cache_dir() -> Path:
-    """Where downloads and references are cached: ``$PYRO_VI_ZOO_CACHE`` or ``~/.cache/pyro_vi_zoo``."""
-    return Path(os.environ.get("PYRO_VI_ZOO_CACHE", Path.home() / ".cache" / "pyro_vi_zoo"))
 
 
 def linear_regression_posterior(features, y, prior_scale: float, noise_scale: float):

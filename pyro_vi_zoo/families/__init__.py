@@ -2,3 +2,4 @@
 
 from . import bayes_regression  # noqa: F401
 from . import gmm  # noqa: F401
+from . import bnn_regression  # noqa: F401

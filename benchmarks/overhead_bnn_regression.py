@@ -1,0 +1,80 @@
+"""Overhead cases for bnn_regression: the cubic data on raw x, n = 8 000 training points, full batch.
+
+The floor is the same model (an MLP with one hidden layer of 50 ReLU units,
+Normal(0, 1) priors on every weight and bias, sigma ~ HalfNormal(1), Gaussian
+likelihood) with the same mean-field family (a Normal per weight with softplus
+scales, a LogNormal for sigma), its ELBO written by hand in PyTorch: one
+reparameterised draw per step, log p(y, w, sigma) - log q(w, sigma) at the draw
+(as Trace_ELBO estimates it), Adam.
+"""
+
+import math
+
+import torch
+from torch.distributions import HalfNormal, LogNormal, Normal
+from torch.nn.functional import relu, softplus
+
+from pyro_vi_zoo.registry import get_spec
+from pyro_vi_zoo.svi import FitSettings, prepare
+from svi_overhead import Case, zoo_steps
+
+INIT_SCALE = 0.01
+
+
+def mean_field_parameters(sizes, device):
+    """(loc, raw scale) of every weight and bias, initialised as the hand-written guide does."""
+    params = []
+    for fan_in, fan_out in sizes:
+        bound = 1 / math.sqrt(fan_in)
+        for shape in ((fan_out, fan_in), (fan_out,)):
+            loc = torch.empty(shape, device=device).uniform_(-bound, bound).requires_grad_()
+            raw = torch.full(shape, math.log(math.expm1(INIT_SCALE)), device=device, requires_grad=True)
+            params.append((loc, raw))
+    return params
+
+
+def hand_written_step(x, y, sizes, prior_scale=1.0, lr=0.01):
+    """k steps of mean-field SVI for the Bayesian MLP in plain PyTorch."""
+    weights = mean_field_parameters(sizes, x.device)
+    sigma_loc = torch.log(y.std()).detach().requires_grad_()
+    sigma_raw = torch.tensor(math.log(math.expm1(INIT_SCALE)), device=x.device, requires_grad=True)
+    optimizer = torch.optim.Adam([p for pair in weights for p in pair] + [sigma_loc, sigma_raw], lr=lr)
+    prior = Normal(torch.tensor(0.0, device=x.device), torch.tensor(prior_scale, device=x.device))
+    noise_prior = HalfNormal(torch.tensor(1.0, device=x.device))
+
+    def run(steps):
+        for _ in range(steps):
+            optimizer.zero_grad()
+            log_q, log_prior, draws = 0.0, 0.0, []
+            for loc, raw in weights:
+                q = Normal(loc, softplus(raw))
+                w = q.rsample()
+                log_q = log_q + q.log_prob(w).sum()
+                log_prior = log_prior + prior.log_prob(w).sum()
+                draws.append(w)
+            q_sigma = LogNormal(sigma_loc, softplus(sigma_raw))
+            sigma = q_sigma.rsample()
+            hidden = x
+            for layer in range(0, len(draws) - 2, 2):
+                hidden = relu(hidden @ draws[layer].T + draws[layer + 1])
+            mean = (hidden @ draws[-2].T + draws[-1]).squeeze(-1)
+            log_lik = Normal(mean, sigma).log_prob(y).sum()
+            loss = -(log_lik + log_prior + noise_prior.log_prob(sigma) - log_q - q_sigma.log_prob(sigma))
+            loss.backward()
+            optimizer.step()
+
+    return run
+
+
+def cases(device):
+    spec = get_spec("bnn_regression")
+    dataset, kwargs = prepare(spec, None, FitSettings(device=str(device), progress=False))
+    x, y = dataset.train
+    sizes = spec.build_model(dataset, kwargs).sizes
+    out = []
+    for elbo in ("trace", "jit"):
+        for guide in ("mean_field", "auto_normal"):
+            floor = hand_written_step(x, y, sizes, kwargs["prior_scale"])
+            out.append(Case(f"bnn_regression n={len(y)} {guide:11s} {elbo}", zoo_steps("bnn_regression", guide, dataset, kwargs, elbo),
+                            floor, 2.0))
+    return out
