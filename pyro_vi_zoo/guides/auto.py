@@ -15,6 +15,7 @@ from pyro.infer import autoguide
 from pyro.infer.autoguide.initialization import init_to_mean, init_to_median
 
 from ..errors import ZooError
+from .flows import AutoAffineIAF
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ AUTO_GUIDES = {
         ),
         GuideInfo(
             "auto_iaf",
-            "AutoIAFNormal: a Normal pushed through inverse autoregressive flows",
-            functools.partial(autoguide.AutoIAFNormal, num_transforms=2),
+            "two inverse autoregressive flows, then a diagonal affine map started like AutoNormal",
+            functools.partial(AutoAffineIAF, init_loc_fn=_INIT, num_transforms=2, init_scale=0.01),
         ),
         GuideInfo(
             "auto_delta",

@@ -1,0 +1,46 @@
+"""Guides by name: the flow guide's pieces and its start, and the auto-guide table."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer.autoguide.initialization import init_to_value
+
+from pyro_vi_zoo import ZooError
+from pyro_vi_zoo.guides.auto import AUTO_GUIDES, get_guide_info
+from pyro_vi_zoo.guides.flows import AutoAffineIAF, ElementwiseAffine
+
+
+def test_elementwise_affine_inverts_and_its_log_determinant_matches_autograd():
+    transform = ElementwiseAffine(torch.tensor([1.0, -2.0, 0.5]), scale=0.3)
+    with torch.no_grad():
+        transform.log_scale.add_(torch.tensor([0.1, -0.2, 0.3]))
+    x = torch.randn(3)
+    y = transform(x)
+    assert torch.allclose(transform.inv(y), x, atol=1e-6)
+    jacobian = torch.autograd.functional.jacobian(transform, x)
+    log_det = float(transform.log_abs_det_jacobian(x, y).detach())
+    assert log_det == pytest.approx(float(torch.logdet(jacobian)), abs=1e-5)
+
+
+def two_site_model():
+    pyro.sample("a", dist.Normal(0.0, 10.0))
+    pyro.sample("b", dist.Normal(torch.zeros(2), 10.0).to_event(1))
+
+
+def test_affine_iaf_starts_small_at_the_initial_locations():
+    start = {"a": torch.tensor(3.0), "b": torch.tensor([-1.0, 2.0])}
+    guide = AutoAffineIAF(two_site_model, init_loc_fn=init_to_value(values=start), init_scale=0.01)
+    guide()  # sets up the guide outside the plate of draws
+    with torch.no_grad(), pyro.plate("draws", 2000, dim=-1):
+        draws = guide()
+    assert abs(float(draws["a"].mean()) - 3.0) < 0.05 and float(draws["a"].std()) < 0.05
+    assert torch.allclose(draws["b"].mean(0), start["b"], atol=0.05) and float(draws["b"].std(0).max()) < 0.05
+
+
+def test_every_auto_guide_has_a_factory_and_unknown_names_are_refused():
+    assert set(AUTO_GUIDES) == {"auto_normal", "auto_diag_normal", "auto_mvn", "auto_lowrank_mvn", "auto_iaf",
+                                "auto_delta", "auto_laplace"}
+    assert not get_guide_info("auto_delta").has_density and get_guide_info("auto_laplace").finalize is not None
+    with pytest.raises(ZooError, match="unknown guide 'auto_flow'; choose one of: mean_field"):
+        get_guide_info("auto_flow")
