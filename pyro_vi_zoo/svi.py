@@ -149,8 +149,8 @@ class FitResult:
 
     def sample_posterior(self, num_samples: int, sites=None) -> Dict[str, torch.Tensor]:
         """``num_samples`` draws of the latent sites from the guide, each of shape ``(num_samples, *site_shape)``."""
-        sites = list(sites) if sites is not None else latent_sites(self.model, self.args)
-        shapes = _site_shapes(self.model, self.args, sites)
+        shapes = latent_site_shapes(self.model, self.args)
+        sites = list(sites) if sites is not None else list(shapes)
         with self.activate(), torch.no_grad():
             trace = pyro.poutine.trace(self._vectorized(self.guide, num_samples)).get_trace(*self.args)
         return {site: trace.nodes[site]["value"].reshape((num_samples,) + shapes[site]) for site in sites}
@@ -196,21 +196,20 @@ def _module_values(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return values
 
 
-def _site_shapes(model, args, sites) -> Dict[str, Tuple[int, ...]]:
+def latent_site_shapes(model: Callable, args: Tuple, kwargs=None) -> Dict[str, Tuple[int, ...]]:
+    """The model's latent sample sites (not observed, not subsample sites) and their shapes, in trace order."""
     with torch.no_grad(), pyro.poutine.block():
-        trace = pyro.poutine.trace(model).get_trace(*args)
-    return {site: tuple(trace.nodes[site]["value"].shape) for site in sites}
+        trace = pyro.poutine.trace(model).get_trace(*args, **(kwargs or {}))
+    return {
+        name: tuple(site["value"].shape)
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+    }
 
 
 def latent_sites(model: Callable, args: Tuple, kwargs=None) -> List[str]:
-    """Names of the model's latent sample sites (not observed, not subsample sites), in trace order."""
-    with torch.no_grad(), pyro.poutine.block():
-        trace = pyro.poutine.trace(model).get_trace(*args, **(kwargs or {}))
-    return [
-        name
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-    ]
+    """Names of the model's latent sample sites, in trace order."""
+    return list(latent_site_shapes(model, args, kwargs))
 
 
 def make_elbo(settings: FitSettings, max_plate_nesting: int):
