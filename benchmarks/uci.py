@@ -71,7 +71,7 @@ def run_split(task):
     import torch
 
     torch.set_num_threads(1)
-    from pyro_vi_zoo.compare import compare
+    from pyro_vi_zoo.runner import compare
 
     start = time.perf_counter()
     result = compare("bnn_regression", guides=list(guides), device="cpu", progress=False, draw_figures=False,

@@ -1,7 +1,7 @@
 """The figures every comparison draws: ELBO traces and posterior marginals against the reference.
 
 Model-specific figures (predictive bands, mixture ellipses) come from each
-family's ``ModelSpec.figures``. Figures are built as ``matplotlib.figure.Figure``
+family's scoring (``figures``). Figures are built as ``matplotlib.figure.Figure``
 objects, not through pyplot: no backend is switched (notebooks keep theirs), no
 global figure list grows, and the runner saves them as PNG.
 """
@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 import numpy as np
 import torch
 
-from .metrics import flatten_samples
+from .scoring.metrics import flatten_samples
 
 
 def elbo_traces(losses: Dict[str, np.ndarray], title: str = "SVI loss (negative ELBO)"):

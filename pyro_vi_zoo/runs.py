@@ -62,8 +62,16 @@ def write_table(directory, table) -> None:
     write_json(Path(directory) / "results.json", table.to_dict(orient="records"))
 
 
-def save_figure(figure, path) -> Path:
-    return atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=110, format="png"))
+def save_figure(figure, path, dpi: int = 110) -> Path:
+    """A matplotlib figure as a PNG at ``path``, atomically."""
+    return atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=dpi, format="png"))
+
+
+def atomic_torch_save(obj, path) -> Path:
+    """``torch.save`` of ``obj`` at ``path``, atomically."""
+    import torch
+
+    return atomic_write(path, lambda temporary: torch.save(obj, temporary))
 
 
 def _json_safe(value):

@@ -6,6 +6,8 @@ Cov·Λ ≈ I), and the mean-field optimum has the exact means and scales
 1/sqrt(diag Λ), below the marginal sds when features are correlated.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pyro
 import pytest
@@ -13,12 +15,12 @@ import torch
 
 from pyro_vi_zoo import compare, fit
 from pyro_vi_zoo.data.regression import cubic_arrays, regression_dataset
-from pyro_vi_zoo.diagnostics import guide_gaussian
+from pyro_vi_zoo.engine import latent_sites
 from pyro_vi_zoo.guides import bayes_regression_guide
-from pyro_vi_zoo.metrics import gaussian_kl
 from pyro_vi_zoo.models import bayes_regression
-from pyro_vi_zoo.svi import latent_sites
-from pyro_vi_zoo.references import exact_linear_regression, linear_regression_posterior, nuts_reference
+from pyro_vi_zoo.scoring.diagnostics import guide_gaussian
+from pyro_vi_zoo.scoring.metrics import gaussian_kl
+from pyro_vi_zoo.scoring.references import exact_linear_regression, linear_regression_posterior, nuts_reference
 
 NOISE = 1.5
 
@@ -27,13 +29,12 @@ def small_cubic(num_points=400):
     """The cubic data on a coarser grid: a wider posterior that tests can reach quickly."""
     x, y = cubic_arrays(num_points, seed=3)
     dataset = regression_dataset(x, y, features="poly3", name="small_cubic")
-    dataset.info["noise_scale"] = NOISE / dataset.info["target_scale"]
-    return dataset
+    return replace(dataset, noise_scale=NOISE / dataset.target_scale)
 
 
 def exact_for(dataset):
     features, y = dataset.train
-    return exact_linear_regression(features, y, prior_scale=10.0, noise_scale=dataset.info["noise_scale"])
+    return exact_linear_regression(features, y, prior_scale=10.0, noise_scale=dataset.noise_scale)
 
 
 def test_model_predicts_on_the_inputs_device_and_vectorises(device):
@@ -112,7 +113,7 @@ def test_mean_field_reaches_the_mean_field_optimum_not_the_marginals(device):
 def test_nuts_reference_agrees_with_the_exact_posterior(cache):
     dataset = small_cubic(120)
     features, y = dataset.train
-    noise = dataset.info["noise_scale"]
+    noise = dataset.noise_scale
     exact = exact_for(dataset)
     model = lambda features, y: bayes_regression(features, y, prior_scale=10.0, noise_scale=noise)
     nuts = nuts_reference(model, (features, y), ("weight", "bias"), {"test": 1}, num_samples=600,
@@ -156,6 +157,6 @@ def test_comparison_rows_carry_their_configuration_and_files_are_written(default
     assert np.isnan(table.set_index("guide").loc["auto_delta", "elbo"])  # a point mass has no ELBO
     run_dir = default_comparison.run_dir
     for name in ("results.csv", "results.json", "settings.json", "elbo_traces.png", "marginals.png",
-                 "predictive_band.png", "parameters/mean_field.pt"):
+                 "predictive_band.png", "mean_band.png", "parameters/mean_field.pt"):
         assert (run_dir / name).exists(), name
     assert set(torch.load(run_dir / "parameters/mean_field.pt")) == {"weight_loc", "weight_scale", "bias_loc", "bias_scale"}

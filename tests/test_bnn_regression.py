@@ -11,7 +11,7 @@ from pyro_vi_zoo import compare
 from pyro_vi_zoo.data.regression import cubic_arrays
 from pyro_vi_zoo.errors import DataError, ZooError
 from pyro_vi_zoo.families import bnn_regression as family
-from pyro_vi_zoo.fit import main
+from pyro_vi_zoo.cli import main
 from test_uci_data import write_uci_folder
 
 GUIDES = ["mean_field", "auto_normal", "auto_diag_normal", "auto_lowrank_mvn", "auto_delta", "mle"]
@@ -92,28 +92,27 @@ def test_load_data_variants(tmp_path):
     write_uci_folder(tmp_path / "toy")
     from_folder = family.load_data(str(tmp_path / "toy"), split=1)
     from_name = family.load_data(dataset="uci:toy", split=1, data_dir=str(tmp_path))
-    assert torch.equal(from_folder.train[0], from_name.train[0]) and from_name.info["split"] == 1
+    assert torch.equal(from_folder.train[0], from_name.train[0]) and from_name.split == 1
     cubic = family.load_data()
-    assert cubic.train[0].shape == (8000, 1) and cubic.info["feature_map"].kind == "linear"
+    assert cubic.train[0].shape == (8000, 1) and cubic.feature_map.kind == "linear"
     pair = family.load_data(cubic_arrays(100))
     assert pair.train[0].shape == (80, 1)
     with pytest.raises(DataError, match="not a folder in the UCI split format"):
         family.load_data(str(tmp_path))
 
 
-def test_model_kwargs_parse_hidden_layers():
+def test_setup_parses_hidden_layers():
     cubic = family.load_data(cubic_arrays(50))
-    assert family.model_kwargs(cubic) == {"hidden": (50,), "prior_scale": 1.0, "noise_prior_scale": 1.0}
-    assert family.model_kwargs(cubic, hidden="32,16", prior_scale=0.5)["hidden"] == (32, 16)
-    with pytest.raises(ZooError):
+    assert family.setup(cubic).model_kwargs == {"hidden": "50", "prior_scale": 1.0, "noise_prior_scale": 1.0}
+    assert family.setup(cubic, hidden="32,16", prior_scale=0.5).model.hidden == (32, 16)
+    with pytest.raises(ZooError, match="positive layer widths"):
         family.parse_hidden("0")
 
 
 def test_auto_guides_start_from_a_random_network_not_the_prior_mean():
     dataset = family.load_data(cubic_arrays(50))
-    kwargs = family.model_kwargs(dataset, hidden="20")
-    init = family.auto_guide_init(dataset, kwargs)
-    net = family.build_model(dataset, kwargs)
+    setup = family.setup(dataset, hidden="20")
+    init, net = setup.auto_guide_init(), setup.model
     import pyro
 
     trace = pyro.poutine.trace(net).get_trace(*dataset.train)
@@ -126,8 +125,9 @@ def test_auto_guides_start_from_a_random_network_not_the_prior_mean():
 def test_mle_row_is_scored_in_original_units():
     dataset = family.load_data(cubic_arrays(500))
     settings = type("Settings", (), {"steps": 400, "lr": 0.02, "lr_decay": 0.1, "batch_size": None, "seed": 0})
-    row = family.mle_baseline(dataset, family.model_kwargs(dataset, hidden="16"), settings)
+    baseline = family.mle_baseline(dataset, family.setup(dataset, hidden="16"), settings)
+    row = baseline.row
     assert row["rmse"] == pytest.approx(1.5, rel=0.25)
     assert row["width_90"] == pytest.approx(2 * 1.645 * 1.5, rel=0.25)
     assert 0.8 <= row["coverage_90"] <= 1.0 and math.isfinite(row["test_lpd"])
-    assert "mle_network" in dataset.info
+    assert isinstance(baseline.fitted, torch.nn.Module)  # the network itself comes back, for the figure

@@ -8,7 +8,8 @@ import pytest
 import torch
 import pyro.distributions as dist
 
-from pyro_vi_zoo import kl_directions as kl
+from pyro_vi_zoo.demos import kl_directions as kl
+from pyro_vi_zoo.runs import save_figure
 
 NOTEBOOK = os.path.join(os.path.dirname(__file__), os.pardir, "notebooks", "kl_directions.ipynb")
 COMPONENT_MEANS = np.array([[0.0, 0.0], [1.0, 1.0]])
@@ -69,7 +70,7 @@ def test_figure_has_a_panel_per_fit_and_saves_as_png(fits, tmp_path):
     figure = kl.plot_kl_directions(kl.mixture_target(), fits, grid_size=40)
     assert len(figure.axes) == 3
     assert "KL(q||p)" in figure.axes[0].get_title()
-    path = kl.save_figure(figure, str(tmp_path / "figures" / "kl.png"))
+    path = save_figure(figure, tmp_path / "figures" / "kl.png")
     with open(path, "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     assert kl.figure_png(figure).startswith(b"\x89PNG")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from pyro.infer.importance import psis_diagnostic, vectorized_importance_weights
 
-from pyro_vi_zoo import metrics
+from pyro_vi_zoo.scoring import metrics
 
 
 def test_log_predictive_density_of_identical_draws_is_the_log_likelihood():

@@ -25,9 +25,9 @@ def test_default_mixture_is_fixed_and_matches_its_true_parameters():
     assert isinstance(dataset, Dataset)
     assert dataset.train[0].shape == (800, 2) and dataset.test[0].shape == (200, 2)
     assert torch.equal(dataset.train[0], again.train[0])
-    truth = dataset.info["true_parameters"]
+    truth = dataset.true_parameters
     points = torch.cat([dataset.train[0], dataset.test[0]]).numpy()
-    labels = np.concatenate([dataset.info["train_labels"], dataset.info["test_labels"]])
+    labels = np.concatenate([dataset.train_labels, dataset.test_labels])
     assert abs(labels.mean() - 0.5) < 0.05
     for component in (0, 1):
         members = points[labels == component]
@@ -37,8 +37,8 @@ def test_default_mixture_is_fixed_and_matches_its_true_parameters():
 
 def test_train_labels_follow_the_split():
     dataset = default_mixture(num_points=200, test_fraction=0.25)
-    train, labels = dataset.train[0].numpy(), dataset.info["train_labels"]
-    assert len(labels) == 150 and len(dataset.info["test_labels"]) == 50
+    train, labels = dataset.train[0].numpy(), dataset.train_labels
+    assert len(labels) == 150 and len(dataset.test_labels) == 50
     assert train[labels == 1].mean(0) == pytest.approx([1.0, 1.0], abs=0.15)
     assert train[labels == 0].mean(0) == pytest.approx([0.0, 0.0], abs=0.15)
 
@@ -93,8 +93,8 @@ def test_posteriordb_folder_round_trips(tmp_path):
     dataset = load_posteriordb_mixture(folder)
     assert dataset.train[0].shape == (25, 1) and dataset.test is None
     assert dataset.train[0][:, 0].tolist() == pytest.approx(values.tolist())
-    assert dataset.info["posteriordb_model"] is True
-    assert dataset.info["reference_draws"]["mu[2]"].tolist() == (np.arange(10.0) + 1).tolist()
+    assert dataset.posteriordb is True
+    assert dataset.reference_draws["mu[2]"].tolist() == (np.arange(10.0) + 1).tolist()
     assert load_mixture_data("posteriordb:" + folder).train[0].shape == (25, 1)
     assert load_mixture_data(folder).name == dataset.name
 

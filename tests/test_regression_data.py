@@ -16,7 +16,7 @@ def test_cubic_default_is_the_documented_data():
     assert residual.std() == pytest.approx(CUBIC_NOISE_SCALE, rel=0.03)
     features = dataset.train[0].numpy()
     assert np.allclose(features.mean(0), 0, atol=1e-5) and np.allclose(features.std(0), 1, atol=1e-4)
-    assert dataset.info["noise_scale"] == pytest.approx(CUBIC_NOISE_SCALE / dataset.info["target_scale"])
+    assert dataset.noise_scale == pytest.approx(CUBIC_NOISE_SCALE / dataset.target_scale)
 
 
 def test_feature_maps():
@@ -36,7 +36,7 @@ def test_user_arrays_and_csv(tmp_path):
     path.write_text("a,b,name,target\n" + "\n".join(f"{i},{2 * i},row{i},{i % 3}" for i in range(20)))
     dataset = load_dataset("bayes_regression", str(path), target="target", features="linear")
     assert dataset.train[0].shape == (16, 2)  # the text column is left out
-    assert dataset.info["feature_names"] == ["a", "b"]
+    assert dataset.feature_names == ("a", "b")
 
 
 @pytest.mark.parametrize(

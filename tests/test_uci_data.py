@@ -43,15 +43,14 @@ def test_round_trip_standardises_with_training_statistics(data_dir):
     (x_train, y_train), (x_test, y_test) = dataset.train, dataset.test
     assert x_train.shape == (30, 3) and y_train.shape == (30,) and x_test.shape == (10, 3) and y_test.shape == (10,)
     assert x_train.dtype == torch.float32
-    info = dataset.info
-    assert (info["split"], info["n_splits"], info["dataset"]) == (1, NUM_SPLITS, "toy")
-    np.testing.assert_allclose(info["feature_mean"], table[train_rows, :3].mean(0))
-    np.testing.assert_allclose(info["feature_scale"], table[train_rows, :3].std(0))
-    assert info["target_mean"] == pytest.approx(table[train_rows, 3].mean())
-    assert info["target_scale"] == pytest.approx(table[train_rows, 3].std())
+    assert (dataset.split, dataset.num_splits, dataset.name) == (1, NUM_SPLITS, "toy")
+    np.testing.assert_allclose(dataset.feature_map.mean, table[train_rows, :3].mean(0))
+    np.testing.assert_allclose(dataset.feature_map.scale, table[train_rows, :3].std(0))
+    assert dataset.target_mean == pytest.approx(table[train_rows, 3].mean())
+    assert dataset.target_scale == pytest.approx(table[train_rows, 3].std())
     np.testing.assert_allclose(x_train.mean(0).numpy(), 0.0, atol=1e-5)
     np.testing.assert_allclose(x_train.numpy().std(0), 1.0, atol=1e-5)
-    recovered = y_test.double().numpy() * info["target_scale"] + info["target_mean"]
+    recovered = y_test.double().numpy() * dataset.target_scale + dataset.target_mean
     np.testing.assert_allclose(recovered, table[test_rows, 3], rtol=1e-5)
 
 
@@ -66,7 +65,7 @@ def test_constant_feature_gets_unit_scale(tmp_path):
     table[:, 2] = 7.0
     np.savetxt(tmp_path / "toy" / "data.txt", table)
     dataset = uci.load_uci("toy", data_dir=str(tmp_path))
-    assert dataset.info["feature_scale"][2] == 1.0
+    assert dataset.feature_map.scale[2] == 1.0
     assert torch.all(dataset.train[0][:, 2] == 0)
 
 
@@ -179,6 +178,14 @@ def test_unknown_name_without_data_dir_lists_known_sets(tmp_path):
         uci.load_uci("toy", cache_dir=str(tmp_path), fetch=FakeSource(tmp_path))
 
 
-def test_known_checksums_cover_the_nine_sets():
-    assert len(uci.UCI_DATASETS) == 9
-    assert all(len(digest) == 64 and int(digest, 16) >= 0 for digest in uci.UCI_SHA256.values())
+SHARED_UCI = Path(__file__).resolve().parents[2] / "shared" / "data" / "uci"
+
+
+@pytest.mark.skipif(not SHARED_UCI.is_dir(), reason="the published UCI files are not beside this checkout")
+def test_known_checksums_match_the_published_files():
+    """The pinned sha256 of every data set present in the shared copy of the published splits is its real one."""
+    present = [name for name in uci.UCI_DATASETS if (SHARED_UCI / name / "data.txt").is_file()]
+    assert len(present) >= 5
+    for name in present:
+        digest = hashlib.sha256((SHARED_UCI / name / "data.txt").read_bytes()).hexdigest()
+        assert digest == uci.UCI_SHA256[name], name

@@ -3,7 +3,7 @@
 * :func:`default_mixture`: 1000 draws from
   0.5 N((0, 0), diag(0.25^2, 0.5^2)) + 0.5 N((1, 1), diag(0.25^2, 0.25^2)), fixed seed,
   split into training and held-out points; the true labels and parameters are kept
-  in ``info`` so a fit can be scored against the truth.
+  so a fit can be scored against the truth.
 * :func:`mixture_from_array` / :func:`mixture_from_csv`: any (n, d) table of numbers.
 * :func:`load_posteriordb_mixture`: posteriordb's ``low_dim_gauss_mix`` posterior
   (Magnusson et al., "posteriordb: testing, benchmarking and developing Bayesian
@@ -17,19 +17,38 @@ import io
 import json
 import os
 import zipfile
-from typing import Dict, Optional
+from dataclasses import dataclass, replace
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
 
 from ..errors import DataError
-from .dataset import Dataset, as_float_array
+from .dataset import Dataset, as_float_array, random_split
 
 DEFAULT_WEIGHTS = (0.5, 0.5)
 DEFAULT_LOCS = ((0.0, 0.0), (1.0, 1.0))
 DEFAULT_SCALES = ((0.25, 0.5), (0.25, 0.25))
 DEFAULT_SEED = 2017
 POSTERIORDB_PREFIX = "posteriordb:"
+
+
+@dataclass
+class MixtureDataset(Dataset):
+    """Points to cluster, ``train = test = (points,)``, and what is known of them.
+
+    ``true_parameters`` (``weights``, ``locs``, ``scales``) and the labels exist for
+    synthetic data; ``num_components`` is K when the data set knows it;
+    ``posteriordb`` marks posteriordb's ``low_dim_gauss_mix`` (the model then takes
+    the Stan model's priors) with its ``reference_draws`` (parameter name -> draws).
+    """
+
+    true_parameters: Optional[Dict[str, np.ndarray]] = None
+    train_labels: Optional[np.ndarray] = None
+    test_labels: Optional[np.ndarray] = None
+    num_components: Optional[int] = None
+    posteriordb: bool = False
+    reference_draws: Optional[Dict[str, Any]] = None
 
 
 def default_mixture_parameters() -> Dict[str, np.ndarray]:
@@ -49,42 +68,31 @@ def sample_mixture(weights, locs, scales, num_points, seed):
     return points, labels
 
 
-def default_mixture(num_points=1000, test_fraction=0.2, seed=DEFAULT_SEED) -> Dataset:
+def default_mixture(num_points=1000, test_fraction=0.2, seed=DEFAULT_SEED) -> MixtureDataset:
     """The default data set: ``num_points`` draws of the 2-D mixture above, split train/test."""
     truth = default_mixture_parameters()
     points, labels = sample_mixture(truth["weights"], truth["locs"], truth["scales"], num_points, seed)
     dataset = mixture_from_array(points, test_fraction=test_fraction, seed=seed, name="gmm_default")
-    order = dataset.info["split_order"]
-    num_test = dataset.info["num_test"]
-    dataset.info.update(
-        true_parameters=truth,
-        train_labels=labels[order[num_test:]],
-        test_labels=labels[order[:num_test]],
-        num_components=len(truth["weights"]),
-    )
-    return dataset
+    train_rows, test_rows = random_split(num_points, test_fraction, seed)
+    return replace(dataset, true_parameters=truth, train_labels=labels[train_rows], test_labels=labels[test_rows],
+                   num_components=len(truth["weights"]))
 
 
-def mixture_from_array(values, *, test_fraction=0.2, seed=0, name="user_mixture") -> Dataset:
+def mixture_from_array(values, *, test_fraction=0.2, seed=0, name="user_mixture") -> MixtureDataset:
     """An (n, d) array of numbers as a data set, shuffled with ``seed`` and split train/test.
 
     A 1-D array, NaN or infinite entries, or too few rows raise a :class:`DataError`
     that says how to fix them.
     """
     points = as_float_array(values, "mixture data", ndim=2)
-    if not 0.0 <= test_fraction < 1.0:
-        raise DataError(f"test_fraction must be in [0, 1), got {test_fraction}.")
-    order = np.random.default_rng(seed).permutation(len(points))
-    num_test = int(round(test_fraction * len(points)))
-    if len(points) - num_test < 2:
-        raise DataError(f"mixture data needs at least 2 training rows, got {len(points) - num_test}; pass more rows.")
-    train = torch.as_tensor(points[order[num_test:]], dtype=torch.get_default_dtype())
-    test = torch.as_tensor(points[order[:num_test]], dtype=torch.get_default_dtype()) if num_test else None
-    info = {"split_order": order, "num_test": num_test, "dim": points.shape[1]}
-    return Dataset(name, train=(train,), test=None if test is None else (test,), info=info)
+    train_rows, test_rows = random_split(len(points), test_fraction, seed)
+    if len(train_rows) < 2:
+        raise DataError(f"mixture data needs at least 2 training rows, got {len(train_rows)}; pass more rows.")
+    as_tensor = lambda rows: torch.as_tensor(points[rows], dtype=torch.get_default_dtype())
+    return MixtureDataset(name, train=(as_tensor(train_rows),), test=(as_tensor(test_rows),) if len(test_rows) else None)
 
 
-def mixture_from_csv(path, **split) -> Dataset:
+def mixture_from_csv(path, **split) -> MixtureDataset:
     """A CSV file of numbers (one row per point, optional header line) as a data set."""
     try:
         with open(path, newline="") as handle:
@@ -119,12 +127,12 @@ def _parse_rows(rows, path):
         raise DataError(f"{path!r} holds a value that is not a number ({error}); fix or drop that row.") from None
 
 
-def load_posteriordb_mixture(folder) -> Dataset:
+def load_posteriordb_mixture(folder) -> MixtureDataset:
     """posteriordb's low_dim_gauss_mix data and reference draws from ``folder``.
 
-    ``info["reference_draws"]`` maps each parameter name (``mu[1]``, ``mu[2]``,
+    ``reference_draws`` maps each parameter name (``mu[1]``, ``mu[2]``,
     ``sigma[1]``, ``sigma[2]``, ``theta``) to its draws, chains concatenated;
-    ``info["posteriordb_model"]`` is True so the model is set up with the Stan
+    ``posteriordb`` is True so the model is set up with the Stan
     model's priors (see ``/MODELS.md`` of posteriordb: ordered mu ~ Normal(0, 2),
     sigma ~ HalfNormal(2), theta ~ Beta(5, 5)).
     """
@@ -136,11 +144,11 @@ def load_posteriordb_mixture(folder) -> Dataset:
     values = as_float_array(record["y"], "posteriordb y", ndim=1)
     if "N" in record and int(record["N"]) != len(values):
         raise DataError(f"{folder}/data.json.zip says N = {record['N']} but holds {len(values)} values of y.")
-    info = {"dim": 1, "posteriordb_model": True, "source": os.path.abspath(folder), "num_components": 2}
     draws_path = os.path.join(folder, "reference_draws.json.zip")
-    info["reference_draws"] = read_posteriordb_draws(draws_path) if os.path.exists(draws_path) else None
+    draws = read_posteriordb_draws(draws_path) if os.path.exists(draws_path) else None
     train = torch.as_tensor(values.reshape(-1, 1), dtype=torch.get_default_dtype())
-    return Dataset("posteriordb:" + os.path.basename(os.path.normpath(folder)), train=(train,), test=None, info=info)
+    return MixtureDataset("posteriordb:" + os.path.basename(os.path.normpath(folder)), train=(train,), test=None,
+                          num_components=2, posteriordb=True, reference_draws=draws)
 
 
 def read_posteriordb_draws(path) -> Dict[str, np.ndarray]:

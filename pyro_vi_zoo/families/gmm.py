@@ -27,9 +27,9 @@ from matplotlib.figure import Figure
 from scipy.optimize import linear_sum_assignment
 from scipy.special import comb
 
-from .. import metrics
 from ..data.mixture import load_mixture_data
 from ..errors import ZooError
+from ..family import Family, Option, Setup
 from ..guides.gmm import gmm_mean_field, initial_values
 from ..models.gmm import (
     ASSIGNMENT_MODES,
@@ -40,8 +40,9 @@ from ..models.gmm import (
     gmm,
     mixture_log_likelihood,
 )
-from ..references import Reference
-from ..registry import ModelSpec, Option, register
+from ..scoring import GlobalLatentScoring
+from ..scoring.metrics import log_predictive_density
+from ..scoring.references import Reference
 
 POSTERIORDB_PRIORS = MixturePriors(
     weight_concentration=5.0, loc_loc=0.0, loc_scale=2.0, scale_prior="halfnormal", scale_scale=2.0
@@ -55,28 +56,41 @@ def load_data(data=None, *, test_fraction: float = 0.2):
     return load_mixture_data(data, test_fraction=test_fraction)
 
 
-def model_kwargs(dataset, *, components=None, assignments=None, ordered=None):
-    """Model keywords: K, the assignment mode, ordering, and priors.
+def setup(dataset, *, components=None, assignments=None, ordered=None) -> Setup:
+    """The mixture with K components, the assignment mode, ordering, and priors.
 
     posteriordb data get the Stan model's priors and ordered locations (required
     to compare with its reference draws). Other data get weakly informative priors
     scaled to the data: locations ~ Normal(data mean, 2 data sd), scales ~
-    LogNormal(log data sd, 1.5), weights ~ Dirichlet(1, ..., 1).
+    LogNormal(log data sd, 1.5), weights ~ Dirichlet(1, ..., 1). Every fit is scored
+    against the marginalised model (the same log joint: importance weights cannot
+    enumerate). Auto guides start from k-means++ seeds, as the hand-written guide.
     """
-    num_components = dataset.info.get("num_components", 2) if components is None else components
+    num_components = (dataset.num_components or 2) if components is None else components
     if not isinstance(num_components, int) or num_components < 1:
         raise ZooError(f"--components must be an integer >= 1, got {num_components!r}.")
     assignments = assignments or "marginalised"
     if assignments not in ASSIGNMENT_MODES:
         raise ZooError(f"--assignments must be one of {ASSIGNMENT_MODES}, got {assignments!r}.")
-    if dataset.info.get("posteriordb_model"):
+    if dataset.posteriordb:
         if ordered == "no":
             raise ZooError("posteriordb's low_dim_gauss_mix orders its locations; drop --ordered no.")
-        return dict(num_components=num_components, assignments=assignments, ordered=True, priors=POSTERIORDB_PRIORS)
-    points = dataset.train[0].detach()
-    spread = points.std(0).clamp(min=1e-6) if len(points) > 1 else torch.ones_like(points[0])
-    priors = MixturePriors(loc_loc=points.mean(0), loc_scale=2.0 * spread, scale_loc=spread.log(), scale_scale=1.5)
-    return dict(num_components=num_components, assignments=assignments, ordered=ordered == "yes", priors=priors)
+        priors, ordered = POSTERIORDB_PRIORS, True
+    else:
+        points = dataset.train[0].detach()
+        spread = points.std(0).clamp(min=1e-6) if len(points) > 1 else torch.ones_like(points[0])
+        priors = MixturePriors(loc_loc=points.mean(0), loc_scale=2.0 * spread, scale_loc=spread.log(), scale_scale=1.5)
+        ordered = ordered == "yes"
+    kwargs = dict(num_components=num_components, assignments=assignments, ordered=ordered, priors=priors)
+    return Setup(
+        model=functools.partial(gmm, **kwargs),
+        guides={"mean_field": lambda: functools.partial(gmm_mean_field, **kwargs)},
+        model_kwargs=kwargs,
+        max_plate_nesting=MAX_PLATE_NESTING,
+        auto_guide_init=functools.partial(kmeans_init, dataset.train[0], num_components, ordered),
+        score_model=functools.partial(gmm, **dict(kwargs, assignments="marginalised")),
+        compared_sites=GLOBAL_SITES,
+    )
 
 
 def evaluate(result, dataset, num_samples: int = 1000) -> Dict[str, float]:
@@ -87,12 +101,11 @@ def evaluate(result, dataset, num_samples: int = 1000) -> Dict[str, float]:
     if dataset.test is not None:
         with torch.no_grad():
             log_likelihood = mixture_log_likelihood(dataset.test[0], weights, locs, scales)
-        row["test_lpd"] = metrics.log_predictive_density(log_likelihood)
+        row["test_lpd"] = log_predictive_density(log_likelihood)
     means = {name: draws[name].detach().double().mean(0).cpu() for name in GLOBAL_SITES}
-    truth = dataset.info.get("true_parameters")
-    if truth is not None:
-        row.update(parameter_errors(means, truth))
-    labels = dataset.info.get("train_labels")
+    if dataset.true_parameters is not None:
+        row.update(parameter_errors(means, dataset.true_parameters))
+    labels = dataset.train_labels
     if labels is not None:
         row["ari"] = adjusted_rand_index(labels, map_assignments(dataset.train[0].cpu(), means))
     return row
@@ -145,12 +158,11 @@ def adjusted_rand_index(labels_true, labels_predicted) -> float:
     return float((pairs - expected) / (maximum - expected))
 
 
-def reference(dataset, kwargs, *, progress=True, fast=False):
+def reference(dataset, setup, *, progress=True, fast=False):
     """posteriordb's reference draws as a :class:`Reference` over our sites; ``None`` for other data."""
-    draws = dataset.info.get("reference_draws")
-    if draws is None:
+    if dataset.reference_draws is None:
         return None
-    return Reference("posteriordb", GLOBAL_SITES, posteriordb_samples(draws))
+    return Reference("posteriordb", GLOBAL_SITES, posteriordb_samples(dataset.reference_draws))
 
 
 def posteriordb_samples(draws) -> Dict[str, torch.Tensor]:
@@ -165,9 +177,9 @@ def posteriordb_samples(draws) -> Dict[str, torch.Tensor]:
     }
 
 
-def figures(fits, dataset, reference):
+def figures(comparison):
     """``components``: the data with each guide's fitted components (see :func:`components_figure`)."""
-    return {"components": components_figure(fits, dataset)} if fits else {}
+    return {"components": components_figure(comparison.fits, comparison.dataset)} if comparison.fits else {}
 
 
 def components_figure(fits, dataset, num_draws: int = 30, max_points: int = 2000):
@@ -229,49 +241,35 @@ def _mixture_density(grid, draws, sample):
     return normal @ weights
 
 
-def auto_guide_init(dataset, kwargs):
-    """An ``init_loc_fn`` for auto guides: k-means++ seeds and data-scaled values (as the hand-written guide)."""
-    data = dataset.train[0]
+def kmeans_init(data, num_components: int, ordered: bool):
+    """An ``init_loc_fn`` for auto guides: k-means++ seeds and data-scaled values (as the hand-written guide),
+    drawn afresh for every guide built, so restarts start differently."""
     cache = {}
 
     def init_loc_fn(site):
         if not cache:
-            cache.update(initial_values(data, kwargs["num_components"], kwargs.get("ordered", False)))
+            cache.update(initial_values(data, num_components, ordered))
         return cache[site["name"]].clone()
 
     return init_loc_fn
 
 
-def marginalised_model(dataset, kwargs):
-    """The model with the assignments summed out: what every fit is scored against (same log joint)."""
-    return functools.partial(gmm, **dict(kwargs, assignments="marginalised"))
-
-
-SPEC = register(
-    ModelSpec(
-        name="gmm",
-        description="Gaussian mixture (Dirichlet weights, Normal locations, LogNormal scales); "
-        "assignments enumerated or marginalised",
-        model=gmm,
-        guide=gmm_mean_field,
-        load_data=load_data,
-        model_kwargs=model_kwargs,
-        guides=("mean_field", "auto_normal", "auto_diag_normal", "auto_mvn", "auto_delta", "auto_laplace"),
-        settings={"steps": 1500, "lr": 0.05, "lr_decay": 0.1, "restarts": 4},
-        fast_settings={"steps": 40, "restarts": 2},
-        evaluate=evaluate,
-        reference=reference,
-        figures=figures,
-        options=(
-            Option("--components", "number of mixture components K", None, type=int, target="model"),
-            Option("--assignments", "discrete assignments: marginalised (MixtureSameFamily, Trace_ELBO) or "
-                   "enumerated (TraceEnum_ELBO)", "marginalised", choices=ASSIGNMENT_MODES, target="model"),
-            Option("--ordered", "order component locations along the first dimension (always on for posteriordb)",
-                   "no", choices=ORDERED_CHOICES, target="model"),
-        ),
-        max_plate_nesting=MAX_PLATE_NESTING,
-        latent_sites=GLOBAL_SITES,
-        auto_guide_init=auto_guide_init,
-        score_model=marginalised_model,
-    )
+FAMILY = Family(
+    name="gmm",
+    description="Gaussian mixture (Dirichlet weights, Normal locations, LogNormal scales); "
+    "assignments enumerated or marginalised",
+    load_data=load_data,
+    setup=setup,
+    guides=("mean_field", "auto_normal", "auto_diag_normal", "auto_mvn", "auto_delta", "auto_laplace"),
+    scoring=GlobalLatentScoring(evaluate=evaluate, reference=reference, figures=figures),
+    settings={"steps": 1500, "lr": 0.05, "lr_decay": 0.1, "restarts": 4},
+    fast_settings={"steps": 40, "restarts": 2},
+    options=(
+        Option("--components", "number of mixture components K", "2, or the data set's K", type=int,
+               target="model"),
+        Option("--assignments", "discrete assignments: marginalised (MixtureSameFamily, Trace_ELBO) or "
+               "enumerated (TraceEnum_ELBO)", "marginalised", choices=ASSIGNMENT_MODES, target="model"),
+        Option("--ordered", "order component locations along the first dimension (always on for posteriordb)",
+               "no", choices=ORDERED_CHOICES, target="model"),
+    ),
 )

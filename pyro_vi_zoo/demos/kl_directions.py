@@ -27,7 +27,7 @@ How the fits are done:
   the moment-matched Gaussian (:func:`moment_matched_gaussian`), is the check.
 
 Figures are ``matplotlib.figure.Figure`` objects drawn without pyplot (no global
-backend switch); :func:`save_figure` writes PNG through the Agg renderer.
+backend switch); :func:`pyro_vi_zoo.runs.save_figure` writes it as a PNG.
 
 Both KL directions of each fit are estimated by Monte Carlo with standard errors
 (:func:`reverse_kl_estimate`, :func:`forward_kl_estimate`).
@@ -47,8 +47,8 @@ from matplotlib.figure import Figure
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 
-from .data.mixture import default_mixture_parameters
-from .errors import ZooError
+from ..data.mixture import default_mixture_parameters
+from ..errors import ZooError
 
 FAST_ENV = "PYRO_VI_ZOO_FAST"
 COVARIANCES = ("diagonal", "full")
@@ -261,13 +261,6 @@ def _draw_gaussian(axis, mean, covariance, color):
         ellipse = mean[:, None] + vectors @ (radius * np.sqrt(values)[:, None] * circle)
         axis.plot(ellipse[0], ellipse[1], style, color=color, linewidth=1.5)
     axis.plot(*mean, "x", color=color, markersize=8)
-
-
-def save_figure(figure, path, dpi=110):
-    """Write ``figure`` as a PNG to ``path`` (folders made as needed; Agg renderer); returns the path."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=dpi, format="png")
-    return path
 
 
 def figure_png(figure, dpi=110) -> bytes:

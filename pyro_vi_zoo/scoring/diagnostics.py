@@ -11,7 +11,7 @@ import torch
 from pyro.infer.autoguide import AutoContinuous, AutoNormal
 from pyro.infer.importance import vectorized_importance_weights
 
-from .svi import FitResult
+from ..engine.result import FitResult
 
 
 def importance_log_weights(result: FitResult, num_particles: int = 1000, chunk_size: int = 250) -> torch.Tensor:
@@ -22,7 +22,7 @@ def importance_log_weights(result: FitResult, num_particles: int = 1000, chunk_s
         while remaining > 0:
             size = min(chunk_size, remaining)
             log_weights, _, _ = vectorized_importance_weights(
-                result.model, result.guide, *result.args, num_samples=size,
+                result.score_model, result.guide, *result.args, num_samples=size,
                 max_plate_nesting=result.max_plate_nesting, normalized=False,
             )
             chunks.append(log_weights.reshape(-1).detach())

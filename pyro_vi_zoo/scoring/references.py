@@ -10,8 +10,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
@@ -20,7 +18,9 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
-from .cache import cache_dir
+from ..cache import cache_dir
+from ..engine.fit import seeded
+from ..runs import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +101,9 @@ def nuts_reference(
     cached = _load_cached(path)
     if cached is not None:
         return Reference("nuts", tuple(sites), cached)
-    pyro.set_rng_seed(seed)
     mcmc = MCMC(NUTS(model), num_samples=num_samples, warmup_steps=warmup_steps, disable_progbar=not progress)
-    mcmc.run(*args)
+    with seeded(seed):
+        mcmc.run(*args)
     samples = {site: value.detach().cpu() for site, value in mcmc.get_samples().items() if site in sites}
     atomic_torch_save(samples, path)
     return Reference("nuts", tuple(sites), samples)
@@ -125,17 +125,3 @@ def _load_cached(path: Path):
     except Exception as error:  # a torn or foreign file: recompute rather than fail
         logger.warning("ignoring unreadable reference cache %s (%s); recomputing", path, error)
         return None
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        torch.save(obj, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

@@ -48,6 +48,13 @@ def elbo_from_log_weights(log_weights: torch.Tensor) -> float:
     return float(log_weights.double().mean())
 
 
+def count_nonfinite(log_weights: torch.Tensor) -> int:
+    """How many log-weights are NaN or +inf (a broken density or a guide with mass where the model has none
+    in the other direction); −inf is a weight of zero and counts as finite."""
+    log_weights = log_weights.detach().cpu().double().flatten()
+    return int((torch.isnan(log_weights) | (log_weights == math.inf)).sum())
+
+
 def pareto_khat(log_weights: torch.Tensor) -> float:
     """PSIS Pareto k̂ of importance log-weights log p(x, z) − log q(z), z ~ q (Yao et al. 2018).
 
@@ -55,9 +62,12 @@ def pareto_khat(log_weights: torch.Tensor) -> float:
     Pareto distribution (Zhang & Stephens 2009, via Pyro) to the largest
     M = min(0.2 S, 3 √S) weights, as in Vehtari et al. (2015). Weights that are
     all equal (q equals the posterior) are bounded, which PSIS reports as −inf.
+    A NaN or +inf log-weight makes k̂ +inf (count them with :func:`count_nonfinite`);
+    −inf log-weights are zero weights and stay in. Runs on the CPU in float64.
     """
-    log_weights = log_weights.double().flatten()
-    log_weights = log_weights[torch.isfinite(log_weights)]
+    log_weights = log_weights.detach().cpu().double().flatten()
+    if count_nonfinite(log_weights):
+        return math.inf
     num = log_weights.numel()
     if num < 50:
         return float("nan")

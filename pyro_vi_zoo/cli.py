@@ -1,0 +1,177 @@
+"""The command line: ``python -m pyro_vi_zoo.fit MODEL [options]`` (also the ``pyro-vi-zoo`` script).
+
+Fits the chosen guides to one model, prints the comparison table and writes
+``--out/<model>/<timestamp>/``. Bad input exits with status 2 and one line that
+names the problem and the fix; a run where no guide finished exits with status 1
+and says which failed and why; Ctrl-C keeps the rows of the guides that finished
+and exits with status 130.
+"""
+
+import argparse
+import sys
+import warnings
+from typing import Dict, List, Optional
+
+import pandas as pd
+import torch
+
+from .runner import compare
+from .devices import DEVICE_HELP, device_name
+from .engine.settings import DEFAULTS, ELBO_NAMES, OPTIMIZERS
+from .errors import ZooError
+from .family import Option
+from .guides.auto import GUIDES
+from .registry import all_families, get_family
+
+HIDDEN_COLUMNS = ("final_loss", "error", "kl_method")
+
+
+def model_options() -> Dict[str, Option]:
+    """Every model's command-line options, by flag (a flag shared by two models is one option)."""
+    options = {}
+    for family in all_families().values():
+        for option in family.options:
+            options.setdefault(option.flag, option)
+    return options
+
+
+def _defaults_text(setting: str) -> str:
+    """Which default applies, per model: ``2000 (bayes_regression), 5000 (bnn_regression)``; fast mode after ``|``."""
+    families = all_families().values()
+    full = ", ".join(f"{f.settings.get(setting, DEFAULTS[setting])} ({f.name})" for f in families)
+    fast = ", ".join(f"{f.fast_settings[setting]} ({f.name})" for f in families if setting in f.fast_settings)
+    return f"default: {full}" + (f"; with --fast: {fast}" if fast else "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pyro_vi_zoo.fit",
+        description="Fit a zoo model with several variational guides and compare their posteriors.",
+    )
+    setting = lambda name, text: f"{text} ({_defaults_text(name)})"
+    parser.add_argument("model", nargs="?", help="model name (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the models and guides, then exit")
+    parser.add_argument("--guide", action="append", metavar="NAME",
+                        help="a guide to fit (repeatable), or 'all' (default: every guide that suits the model)")
+    parser.add_argument("--data", help="a data file or folder for the model's loader (default: embedded data)")
+    parser.add_argument("--steps", type=int, help=setting("steps", "SVI steps per guide"))
+    parser.add_argument("--lr", type=float, help=setting("lr", "Adam learning rate"))
+    parser.add_argument("--lr-decay", type=float, help=setting("lr_decay", "final learning rate as a fraction of --lr"))
+    parser.add_argument("--optimizer", choices=OPTIMIZERS,
+                        help=setting("optimizer", "adam, or clipped_adam (gradient-norm clipping)"))
+    parser.add_argument("--num-particles", type=int, help=setting("num_particles", "ELBO particles per step (vectorised)"))
+    parser.add_argument("--elbo", choices=ELBO_NAMES, help=setting("elbo", "the ELBO estimator"))
+    parser.add_argument("--batch-size", type=int, help="minibatch size (subsampled plate) (default: the full data)")
+    parser.add_argument("--restarts", type=int, help=setting("restarts", "initialisations to try; the best by ELBO is kept"))
+    parser.add_argument("--validate", action="store_true",
+                        help="check distribution arguments at every step, not only the first (slower)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP + " (default: auto)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch; the default models are small, where more threads "
+                             "mostly add OpenMP overhead (raise it for large networks) (default: 1)")
+    parser.add_argument("--out", default="runs", help="folder for results; a timestamped subfolder is made (default: runs)")
+    parser.add_argument("--eval-samples", type=int,
+                        help="posterior draws for scores and figures (default: 1000; with --fast: 100)")
+    parser.add_argument("--fast", action="store_true",
+                        help="the models' fast settings for a smoke test (the tests use it); explicit flags still win")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    group = parser.add_argument_group("model-specific options (see --list for which model takes which)")
+    for option in model_options().values():
+        group.add_argument(option.flag, type=option.type, choices=option.choices, default=None,
+                           help=f"{option.help} (default: {option.default})")
+    return parser
+
+
+def list_text() -> str:
+    lines = ["models:"]
+    for family in all_families().values():
+        lines.append(f"  {family.name:18s} {family.description}")
+        lines.append(f"  {'':18s} guides: {', '.join(family.row_names)}")
+        if family.options:
+            lines.append(f"  {'':18s} options: {', '.join(o.flag for o in family.options)}")
+    lines.append("guides:")
+    lines += [f"  {info.name:18s} {info.description}" for info in GUIDES.values()]
+    return "\n".join(lines)
+
+
+def settings_from(args) -> Dict:
+    """The fit settings given on the command line (``None``: not given, so the model's default applies)."""
+    chosen = {
+        "steps": args.steps, "lr": args.lr, "lr_decay": args.lr_decay, "optimizer": args.optimizer,
+        "num_particles": args.num_particles, "elbo": args.elbo, "batch_size": args.batch_size,
+        "restarts": args.restarts,
+    }
+    settings = {k: v for k, v in chosen.items() if v is not None}
+    settings.update(seed=args.seed, device=args.device, progress=not args.no_progress, validate=args.validate)
+    return settings
+
+
+def split_options(args, family):
+    """The model-specific options given on the command line, as (data_options, model_options)."""
+    own = {option.flag: option for option in family.options}
+    data_options, model_opts = {}, {}
+    for flag, option in model_options().items():
+        value = getattr(args, option.dest)
+        if value is None:
+            continue
+        if flag not in own:
+            raise ZooError(f"{flag} does not apply to {family.name}; its options are: "
+                           f"{', '.join(own) or 'none'}.")
+        (data_options if own[flag].target == "data" else model_opts)[option.dest] = value
+    return data_options, model_opts
+
+
+def summary(metrics: pd.DataFrame) -> str:
+    """The printed table: one row per guide, every metric column (the CSV also has the configuration)."""
+    shown = metrics[[c for c in metrics.columns if c not in HIDDEN_COLUMNS]]
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+def run(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        print(list_text())
+        return 0
+    if args.model is None:
+        parser.error("name a model (see --list)")
+    family = get_family(args.model)
+    if args.threads < 1:
+        raise ZooError(f"--threads must be at least 1, got {args.threads}.")
+    torch.set_num_threads(args.threads)
+    eval_samples = args.eval_samples if args.eval_samples is not None else (100 if args.fast else 1000)
+    if eval_samples < 1:
+        raise ZooError(f"--eval-samples must be at least 1, got {eval_samples}.")
+    data_options, model_opts = split_options(args, family)
+    result = compare(
+        family, guides=args.guide, data=args.data, data_options=data_options, model_options=model_opts,
+        out=args.out, num_eval_samples=eval_samples, num_elbo_particles=100 if args.fast else 1000,
+        num_is_samples=100 if args.fast else 5000, fast=args.fast, **settings_from(args),
+    )
+    if not result.table.empty:
+        print(summary(result.metrics))
+    if result.run_dir is not None:
+        print(f"results: {result.run_dir}")
+    if result.interrupted:
+        print(f"interrupted: kept {len(result.table)} finished guide(s)", file=sys.stderr)
+        return 130
+    failed = result.failed
+    if len(failed) and len(failed) == len(result.table):
+        reasons = "; ".join(f"{row.guide}: {row.status}" for row in failed.itertuples())
+        print(f"error: no guide finished ({reasons}); see the messages above", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    warnings.filterwarnings("ignore", message=".*init_loc_fn.*AutoIAFNormal.*")
+    try:
+        return run(argv)
+    except ZooError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

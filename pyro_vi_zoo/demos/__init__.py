@@ -1,0 +1,1 @@
+"""Demonstrations used by the notebooks: small, self-contained experiments, not part of the runner."""

@@ -1,0 +1,131 @@
+"""Fit one guide to one model: restarts, the progress bar, timing, and the caller's random state left alone.
+
+The engine takes what it needs as arguments (a bound model, a guide factory,
+training arguments, settings); it knows nothing of families or the registry.
+"""
+
+import contextlib
+import math
+import time
+from typing import Callable, Dict, Optional, Tuple
+
+import pyro
+import torch
+from pyro.util import get_rng_state, set_rng_state
+
+from .result import FitResult, model_trace
+from .settings import FitSettings
+from .step import SVIStep, run_steps
+
+ENUMERATING_ELBOS = {"trace": "enum", "jit": "jit_enum"}
+
+
+def fit_guide(
+    model: Callable,
+    build_guide: Callable[[], Callable],
+    args: Tuple[torch.Tensor, ...],
+    settings: FitSettings,
+    *,
+    train_kwargs: Optional[Dict] = None,
+    max_plate_nesting: int = 1,
+    model_name: str = "model",
+    guide_name: str = "guide",
+    has_density: bool = True,
+    finalize: Optional[Callable] = None,
+    score_model: Optional[Callable] = None,
+) -> FitResult:
+    """Fit the guide that ``build_guide()`` makes to ``model(*args, **train_kwargs)`` by SVI.
+
+    ``settings`` must be resolved (:func:`~pyro_vi_zoo.engine.settings.resolve_settings`).
+    ``finalize(guide, *args)`` runs after SVI (Laplace turns MAP into a Gaussian
+    there). With ``settings.seed`` set the fit is reproducible and the caller's
+    random state is restored afterwards.
+    """
+    with seeded(settings.seed):
+        settings = with_enumeration(settings, model, args)
+        start = time.perf_counter()
+        step, losses = _best_start(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting,
+                                   f"{model_name}/{guide_name}")
+        wall_time = time.perf_counter() - start
+        guide = step.guide
+        if finalize is not None:
+            with step.scope():
+                guide = finalize(guide, *args)
+    return FitResult(
+        model_name=model_name, guide_name=guide_name, model=model, guide=guide, args=args,
+        losses=losses.cpu().numpy(), wall_time=wall_time, device=args[0].device, settings=settings,
+        has_density=has_density, max_plate_nesting=max_plate_nesting, score_model=score_model,
+        param_state=step.param_state, module_local=step.module_local,
+    )
+
+
+@contextlib.contextmanager
+def seeded(seed: Optional[int]):
+    """Seed torch, numpy and random for the block, then give the caller back the state it had.
+
+    ``None`` leaves the random state alone: the fit draws from the caller's stream.
+    """
+    if seed is None:
+        yield
+        return
+    state = get_rng_state()
+    cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    pyro.set_rng_seed(seed)
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state_all(cuda_state)
+
+
+def is_enumerated(msg) -> bool:
+    return msg["type"] == "sample" and msg["infer"].get("enumerate") == "parallel"
+
+
+def with_enumeration(settings: FitSettings, model, args) -> FitSettings:
+    """``settings`` with ``trace``/``jit`` turned into ``enum``/``jit_enum`` when the model marks
+    sites for parallel enumeration, which only TraceEnum_ELBO sums out; otherwise unchanged."""
+    if settings.elbo not in ENUMERATING_ELBOS:
+        return settings
+    if any(is_enumerated(site) for site in model_trace(model, args).nodes.values()):
+        return settings.replace(elbo=ENUMERATING_ELBOS[settings.elbo])
+    return settings
+
+
+def make_step(model, build_guide, args, settings: FitSettings, *, train_kwargs=None, max_plate_nesting=1) -> SVIStep:
+    """The :class:`SVIStep` that :func:`fit_guide` runs (for benchmarks and custom loops); seeds torch when asked."""
+    settings = with_enumeration(settings, model, args)
+    if settings.seed is not None:
+        pyro.set_rng_seed(settings.seed)
+    return SVIStep(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting)
+
+
+def _best_start(model, build_guide, args, kwargs, settings, max_plate_nesting, label):
+    """Run the restarts' pilots, keep the best by mean pilot loss, and finish its fit."""
+    from tqdm.auto import tqdm
+
+    device = args[0].device
+    pilot = settings.steps if settings.restarts == 1 else max(1, settings.steps // 10)
+    total = pilot * settings.restarts + settings.steps - pilot
+    bar = tqdm(total=total, desc=label, disable=not settings.progress, leave=False)
+    candidates = []
+    try:
+        for restart in range(settings.restarts):
+            if settings.seed is not None:
+                pyro.set_rng_seed(settings.seed + restart)
+            step = SVIStep(model, build_guide, args, kwargs, settings, max_plate_nesting)
+            losses = torch.empty(settings.steps, device=device)
+            run_steps(step, pilot, losses, 0, bar)
+            candidates.append((pilot_score(losses[:pilot]), restart, step, losses))
+        _, _, step, losses = min(candidates, key=lambda c: (c[0], c[1]))
+        run_steps(step, settings.steps - pilot, losses, pilot, bar)
+    finally:
+        bar.close()
+    return step, losses
+
+
+def pilot_score(losses: torch.Tensor) -> float:
+    """Mean loss over the last fifth of a pilot run (+inf when not finite): lower is better."""
+    tail = float(losses[len(losses) - max(1, len(losses) // 5):].mean())
+    return tail if math.isfinite(tail) else math.inf

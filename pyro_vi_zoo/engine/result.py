@@ -1,0 +1,131 @@
+"""What a fit returns: the fitted guide, its parameters, the loss trace, and posterior draws from it."""
+
+import contextlib
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import pyro
+import torch
+from pyro.poutine.util import site_is_subsample
+
+from .settings import FitSettings
+
+
+@dataclass
+class FitResult:
+    """A fitted guide and how it got there (the shape of NumPyro's ``SVIRunResult``).
+
+    ``model`` and ``guide`` are bound to their keywords; ``args`` are the training
+    data on ``device``; ``score_model`` is the model the guide is scored against
+    (the trained one, or the same joint with enumerated sites summed out). Use
+    :meth:`activate` around any call of ``guide`` made outside this object's
+    methods, so that it sees its own parameters.
+    """
+
+    model_name: str
+    guide_name: str
+    model: Callable
+    guide: Callable
+    args: Tuple[torch.Tensor, ...]
+    losses: np.ndarray
+    wall_time: float
+    device: torch.device
+    settings: FitSettings
+    has_density: bool = True
+    max_plate_nesting: int = 1
+    score_model: Optional[Callable] = None
+    param_state: Dict[str, Any] = field(default_factory=lambda: {"params": {}, "constraints": {}})
+    module_local: bool = True
+
+    def __post_init__(self):
+        if self.score_model is None:
+            self.score_model = self.model
+
+    def activate(self):
+        """Make this fit's parameters the ones Pyro sees (module-local and param-store scoped)."""
+        return parameter_scope(self.param_state, self.module_local)
+
+    @property
+    def steps_per_second(self) -> float:
+        return len(self.losses) / self.wall_time if self.wall_time > 0 else float("nan")
+
+    @property
+    def final_loss(self) -> float:
+        """Mean loss over the last tenth of the steps (a smoothed final negative ELBO)."""
+        tail = self.losses[-max(1, len(self.losses) // 10):]
+        return float(np.mean(tail))
+
+    def parameters(self) -> Dict[str, torch.Tensor]:
+        """The fitted variational parameters, constrained, detached, on the CPU."""
+        out = {name: value.detach().cpu() for name, value in self.param_state["params"].items()}
+        for name, constraint in self.param_state["constraints"].items():
+            out[name] = torch.distributions.transform_to(constraint)(out[name])
+        if isinstance(self.guide, torch.nn.Module):
+            with self.activate():
+                out.update(_module_values(self.guide))
+        return out
+
+    def sample_posterior(self, num_samples: int, sites=None) -> Dict[str, torch.Tensor]:
+        """``num_samples`` draws of the latent sites from the guide, each of shape ``(num_samples, *site_shape)``."""
+        shapes = latent_site_shapes(self.score_model, self.args)
+        sites = list(sites) if sites is not None else list(shapes)
+        with self.activate(), torch.no_grad():
+            trace = pyro.poutine.trace(self._vectorized(self.guide, num_samples)).get_trace(*self.args)
+        return {site: trace.nodes[site]["value"].reshape((num_samples,) + shapes[site]) for site in sites}
+
+    def vectorized_trace(self, *args, num_samples: int, **kwargs):
+        """A model trace at ``args`` with ``num_samples`` guide draws batched along dim ``-(max_plate_nesting + 1)``.
+
+        Observed sites' ``fn`` is then the likelihood under every draw at once:
+        the basis of held-out scores and predictive draws.
+        """
+        with self.activate(), torch.no_grad():
+            guide_trace = pyro.poutine.trace(self._vectorized(self.guide, num_samples)).get_trace(*args, **kwargs)
+            replayed = pyro.poutine.replay(self._vectorized(self.score_model, num_samples), trace=guide_trace)
+            return pyro.poutine.trace(replayed).get_trace(*args, **kwargs)
+
+    def _vectorized(self, fn, num_samples):
+        def vectorized(*args, **kwargs):
+            with pyro.plate("_num_posterior_samples", num_samples, dim=-(self.max_plate_nesting + 1)):
+                return fn(*args, **kwargs)
+
+        return vectorized
+
+
+@contextlib.contextmanager
+def parameter_scope(param_state: Dict[str, Any], module_local: bool = True):
+    """Pyro sees the parameters of one fit only: its own param-store state, module-local or not."""
+    with pyro.settings.context(module_local_params=module_local):
+        with pyro.get_param_store().scope(param_state):
+            yield
+
+
+def _module_values(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    values = {}
+    for name, _ in module.named_parameters():
+        name = name[: -len("_unconstrained")] if name.endswith("_unconstrained") else name
+        value = functools.reduce(getattr, name.split("."), module)
+        values[name] = value.detach().cpu()
+    return values
+
+
+def model_trace(model: Callable, args: Tuple, kwargs=None):
+    """One trace of ``model`` at ``args``, without gradients and hidden from outer handlers."""
+    with torch.no_grad(), pyro.poutine.block():
+        return pyro.poutine.trace(model).get_trace(*args, **(kwargs or {}))
+
+
+def latent_site_shapes(model: Callable, args: Tuple, kwargs=None) -> Dict[str, Tuple[int, ...]]:
+    """The model's latent sample sites (not observed, not subsample sites) and their shapes, in trace order."""
+    return {
+        name: tuple(site["value"].shape)
+        for name, site in model_trace(model, args, kwargs).nodes.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+    }
+
+
+def latent_sites(model: Callable, args: Tuple, kwargs=None) -> List[str]:
+    """Names of the model's latent sample sites, in trace order."""
+    return list(latent_site_shapes(model, args, kwargs))

@@ -1,0 +1,148 @@
+"""One SVI step and the loop that runs it, with no host synchronisation per step.
+
+It follows Pyro's PyTorch-native idiom (``examples/svi_torch.py``): the ELBO is
+an ``nn.Module`` built by ``elbo(model, guide)``, one warm-up call creates the
+guide's lazy parameters, then a plain ``torch.optim`` optimiser runs. Each step
+has its own parameters (module-local, in a param-store scope of its own). The
+loop reads the loss back only every ``log_every`` steps, where it also checks
+that the loss is finite.
+"""
+
+import functools
+from typing import Callable, Dict
+
+import pyro
+import torch
+from pyro import infer
+
+from ..errors import DivergenceError, ZooError
+from .result import parameter_scope
+from .settings import FitSettings
+
+ELBOS: Dict[str, Callable] = {
+    "trace": infer.Trace_ELBO,
+    "meanfield": infer.TraceMeanField_ELBO,
+    "tracegraph": infer.TraceGraph_ELBO,
+    "enum": infer.TraceEnum_ELBO,
+    "renyi": functools.partial(infer.RenyiELBO, alpha=0.5),
+    "jit": infer.JitTrace_ELBO,
+    "jit_meanfield": infer.JitTraceMeanField_ELBO,
+    "jit_enum": infer.JitTraceEnum_ELBO,
+}
+
+
+def make_elbo(settings: FitSettings, max_plate_nesting: int):
+    """The ELBO object that ``settings.elbo`` names, with vectorised particles when there are several."""
+    vectorize = settings.num_particles > 1 and settings.elbo != "tracegraph"
+    kwargs = dict(num_particles=settings.num_particles, vectorize_particles=vectorize, max_plate_nesting=max_plate_nesting)
+    if settings.elbo.startswith("jit"):
+        kwargs["ignore_jit_warnings"] = True
+    return ELBOS[settings.elbo](**kwargs)
+
+
+class SVIStep:
+    """One SVI step for a model and guide: loss, backward, (clipping), optimiser and schedule.
+
+    ``build_guide()`` makes the guide inside this step's own parameter scope
+    (module-local parameters must exist at construction). Building the step runs
+    the warm-up call that creates the guide's parameters; calling
+    it makes one step and returns the loss as a detached tensor on the device, with
+    no host synchronisation of its own. Build and call it inside ``scope``.
+    """
+
+    def __init__(self, model, build_guide, args, kwargs, settings: FitSettings, max_plate_nesting: int):
+        self.args, self.kwargs, self.settings = args, kwargs, settings
+        self.param_state = {"params": {}, "constraints": {}}
+        # Pyro's JIT finds parameters by name in the param store, so JIT ELBOs keep module
+        # parameters there; the scope still gives every fit a store of its own.
+        self.module_local = not settings.elbo.startswith("jit")
+        with self.scope():
+            self.model, self.guide = model, build_guide()
+            self.elbo = make_elbo(settings, max_plate_nesting)
+            # ELBOs with a differentiable loss run as an nn.Module; the others
+            # (TraceGraph, Rényi) compute their own surrogate gradients
+            self.differentiable = hasattr(self.elbo, "differentiable_loss")
+            self.loss_fn = self.elbo(model, self.guide) if self.differentiable else None
+            self._loss()  # the warm-up call creates the guide's lazy parameters
+            self.params = self._collect_parameters()
+        if not self.params:
+            raise ZooError("the guide has no parameters to fit; check that it calls pyro.param or is an AutoGuide.")
+        self.optimizer = _adam(self.params, settings.lr)
+        gamma = settings.lr_decay ** (1.0 / settings.steps)
+        self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=gamma) if gamma < 1 else None
+
+    def _collect_parameters(self):
+        store = pyro.get_param_store()
+        modules = [module for module in (self.model, self.guide) if isinstance(module, torch.nn.Module)]
+        candidates = [p for module in modules for p in module.parameters()]
+        candidates += [store[name].unconstrained() for name in store.keys()]
+        return list({id(p): p for p in candidates}.values())
+
+    def _loss(self) -> torch.Tensor:
+        if self.differentiable:
+            return self.loss_fn(*self.args, **self.kwargs)
+        with torch.no_grad():
+            return torch.as_tensor(self.elbo.loss(self.model, self.guide, *self.args, **self.kwargs))
+
+    def scope(self):
+        return parameter_scope(self.param_state, self.module_local)
+
+    def __call__(self) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.differentiable:
+            loss = self.loss_fn(*self.args, **self.kwargs)
+            loss.backward()
+        else:
+            loss = torch.as_tensor(self.elbo.loss_and_grads(self.model, self.guide, *self.args, **self.kwargs))
+        if self.settings.optimizer == "clipped_adam":
+            torch.nn.utils.clip_grad_norm_(self.params, self.settings.clip_norm)
+        self.optimizer.step()
+        if self.schedule is not None:
+            self.schedule.step()
+        return loss.detach()
+
+
+def _adam(params, lr):
+    """Adam, fused into one kernel where this torch and device allow (the per-parameter loop costs more than the maths)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+def run_steps(step: SVIStep, num_steps: int, losses: torch.Tensor, start: int, bar=None) -> None:
+    """Run ``num_steps`` steps, writing losses into ``losses[start:]``; check finiteness every ``log_every``."""
+    log_every = step.settings.log_every
+    checked = start
+    # the warm-up call validated every distribution; re-checking them at each step costs a quarter of the step
+    with step.scope(), pyro.validation_enabled(step.settings.validate):
+        for index in range(start, start + num_steps):
+            try:
+                losses[index] = step()
+            except ValueError as error:  # distribution validation refusing NaN parameters
+                if all(bool(torch.isfinite(p).all()) for p in step.params):
+                    raise
+                raise DivergenceError(index, _divergence_message(f"the parameters became non-finite at step {index}",
+                                                                 step.settings)) from error
+            if index + 1 - checked >= log_every or index + 1 == start + num_steps:
+                _check_finite(losses, checked, index + 1, step.settings)
+                if bar is not None:
+                    bar.update(index + 1 - checked)
+                    bar.set_postfix(loss=f"{float(losses[checked:index + 1].mean()):.4g}", refresh=False)
+                checked = index + 1
+
+
+def _check_finite(losses: torch.Tensor, start: int, stop: int, settings: FitSettings) -> None:
+    window = losses[start:stop]
+    finite = torch.isfinite(window)
+    if bool(finite.all()):
+        return
+    first = start + int((~finite).nonzero()[0, 0])
+    raise DivergenceError(first, _divergence_message(f"the loss became {float(losses[first])} at step {first}", settings))
+
+
+def _divergence_message(what: str, settings: FitSettings) -> str:
+    return (f"{what}; try a smaller --lr (now {settings.lr}), --optimizer clipped_adam, "
+            "more --num-particles, or check the data for extreme values.")
+
+

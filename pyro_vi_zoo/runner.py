@@ -1,0 +1,320 @@
+"""The runner: one model × many guides → one table of posterior quality, and figures.
+
+A comparison walks down once: family → data → setup → fit (the engine) → score
+(the family's scorer) → report (table, run folder, figures). ``model`` is a
+registry name, a :class:`~pyro_vi_zoo.family.Family`, or a user's own Pyro
+model function (wrapped by :mod:`pyro_vi_zoo.user_model`). Each row carries its
+whole configuration, so ``table.groupby(...)`` answers any comparison. With
+``out`` set, results are written after every guide, atomically: an interrupted
+run keeps the rows of the guides that finished.
+"""
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import pandas as pd
+import pyro
+import torch
+
+from .devices import resolve_device
+from .engine import FitResult, FitSettings, fit_guide, latent_sites, resolve_settings
+from .engine.fit import is_enumerated, seeded
+from .errors import DivergenceError, ZooError
+from .family import Family, Setup
+from .guides.auto import AUTO_GUIDES
+from .registry import get_family
+from .runs import atomic_torch_save, make_run_dir, save_figure, write_json, write_table
+from .scoring import Baseline, Budget, Reference
+
+
+@dataclass(frozen=True)
+class GuideChoice:
+    """A guide the runner can fit: its row name, a factory that builds it fresh, and how to treat it."""
+
+    name: str
+    build: Callable[[], Callable]
+    has_density: bool = True
+    finalize: Optional[Callable] = None
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare` returns: the table, the fits, the data, reference, figures and where they were written."""
+
+    table: pd.DataFrame
+    fits: Dict[str, FitResult]
+    dataset: Any
+    reference: Optional[Reference]
+    setup: Optional[Setup] = None
+    baselines: Dict[str, Baseline] = field(default_factory=dict)
+    draws: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict)
+    figures: Dict[str, Any] = field(default_factory=dict)
+    run_dir: Optional[Path] = None
+    interrupted: bool = False
+    config_columns: Sequence[str] = ()
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """The table without its configuration columns: guide, status and what was measured."""
+        return self.table[[c for c in self.table.columns if c not in self.config_columns or c == "guide"]]
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """The rows whose fit did not finish (``status`` other than ``ok``), with their errors."""
+        if self.table.empty or "status" not in self.table:
+            return self.table
+        return self.table[self.table["status"] != "ok"]
+
+
+def resolve_family(model) -> Family:
+    """A registry name or a :class:`Family` as it is; a plain Pyro model function wrapped in a family of its own."""
+    if isinstance(model, (str, Family)):
+        return get_family(model)
+    if callable(model):
+        from .user_model import user_family
+
+        return user_family(model)
+    raise ZooError(f"model must be a zoo model name, a Family, or a Pyro model function; got {type(model).__name__}.")
+
+
+def prepare(family: Family, data, settings: FitSettings, data_options=None, model_options=None):
+    """The family's data set, moved once to the settings' device, and its model bound to it."""
+    from .data import Dataset
+
+    device = resolve_device(settings.device)
+    dataset = data if isinstance(data, Dataset) else family.load_data(data, **(data_options or {}))
+    dataset = dataset.to(device)
+    return dataset, family.setup(dataset, **(model_options or {}))
+
+
+def family_settings(family: Family, settings: Optional[FitSettings], overrides: Dict, fast: bool) -> FitSettings:
+    """Explicit settings beat the family's (fast) defaults, which beat the global defaults."""
+    defaults = dict(family.settings)
+    if fast:
+        defaults.update(family.fast_settings)
+    return resolve_settings(defaults, settings, overrides)
+
+
+def guide_choice(guide, setup: Setup, family: Family) -> GuideChoice:
+    """The :class:`GuideChoice` for a guide name (the family's own or an auto guide) or a guide callable."""
+    if callable(guide):
+        name = getattr(guide, "__name__", type(guide).__name__)
+        return GuideChoice(name, lambda: guide)
+    if guide in setup.guides:
+        return GuideChoice(guide, setup.guides[guide])
+    if guide in AUTO_GUIDES:
+        info = AUTO_GUIDES[guide]
+        # auto guides cover the continuous latents; enumerated discrete sites are summed out by the ELBO
+        guide_model = pyro.poutine.block(setup.model, hide_fn=is_enumerated)
+        init = setup.auto_guide_init
+        build = lambda: info.build(guide_model, **({} if init is None else {"init_loc_fn": init()}))
+        return GuideChoice(guide, build, info.has_density, info.finalize)
+    valid = list(setup.guides) + list(AUTO_GUIDES) + list(getattr(family.scoring, "baselines", {}))
+    raise ZooError(f"unknown guide {guide!r} for {family.name}; choose from: {', '.join(valid)} (or all).")
+
+
+def resolve_rows(family: Family, guides) -> List:
+    """The rows to run: ``None`` or ``"all"`` means every row the family lists; names and callables kept in order."""
+    if guides is None or (isinstance(guides, str) and guides == "all"):
+        return list(family.row_names)
+    rows = [guides] if isinstance(guides, str) or callable(guides) else list(guides)
+    if any(isinstance(row, str) and row == "all" for row in rows):
+        return list(family.row_names)
+    return list(dict.fromkeys(rows))
+
+
+def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, settings: FitSettings) -> FitResult:
+    """Fit one guide on a prepared data set (the engine, with the setup's keywords)."""
+    train_kwargs = {}
+    if settings.batch_size is not None:
+        if setup.batch_keyword is None:
+            raise ZooError(f"model {family.name!r} does not support minibatches; drop --batch-size.")
+        train_kwargs[setup.batch_keyword] = min(settings.batch_size, dataset.num_train)
+    return fit_guide(
+        setup.model, choice.build, dataset.train, settings, train_kwargs=train_kwargs,
+        max_plate_nesting=setup.max_plate_nesting, model_name=family.name, guide_name=choice.name,
+        has_density=choice.has_density, finalize=choice.finalize, score_model=setup.score_model,
+    )
+
+
+def fit(model, guide=None, data=None, *, data_options=None, model_options=None, settings: Optional[FitSettings] = None,
+        fast: bool = False, **overrides) -> FitResult:
+    """Fit one guide to one model by SVI.
+
+    Args:
+        model: a registry name (``"bayes_regression"``), a :class:`~pyro_vi_zoo.family.Family`,
+            or a plain Pyro model function taking the data as positional arguments.
+        guide: a guide name (``"mean_field"``: the family's hand-written guide, or an auto
+            guide) or a guide callable; ``None``: the family's first guide.
+        data: ``None`` for the family's embedded default, or what its loader takes (arrays
+            such as ``(x, y)``, a path, a :class:`~pyro_vi_zoo.data.Dataset`).
+        data_options, model_options: the family's own options (see ``--list``).
+        settings, overrides: a :class:`FitSettings` and keyword overrides of its fields
+            (``steps=500, lr=0.01, device="cpu"``); explicit values beat the family's defaults.
+        fast: the family's fast settings (smoke tests) under the explicit ones.
+
+    Returns:
+        A :class:`~pyro_vi_zoo.engine.FitResult`.
+    """
+    family = resolve_family(model)
+    settings = family_settings(family, settings, overrides, fast)
+    with seeded(settings.seed):
+        dataset, setup = prepare(family, data, settings, data_options, model_options)
+        choice = guide_choice(family.guides[0] if guide is None else guide, setup, family)
+        check_guide_sites(choice, setup, dataset)
+        return fit_choice(choice, family, setup, dataset, settings)
+
+
+def compare(
+    model,
+    guides=None,
+    data=None,
+    *,
+    data_options: Optional[Dict[str, Any]] = None,
+    model_options: Optional[Dict[str, Any]] = None,
+    settings: Optional[FitSettings] = None,
+    out=None,
+    num_eval_samples: int = 1000,
+    num_elbo_particles: int = 1000,
+    num_is_samples: int = 5000,
+    draw_figures: bool = True,
+    fast: bool = False,
+    **overrides,
+) -> Comparison:
+    """Fit each guide to one model and score the posteriors side by side.
+
+    Args:
+        model, data, data_options, model_options, settings, fast, overrides: as for :func:`fit`.
+        guides: guide names and guide callables (``None`` or ``"all"``: every row the family lists).
+        out: a folder; results go to ``out/<model>/<timestamp>/`` (CSV, JSON, settings,
+            fitted parameters, PNG figures). ``None`` writes nothing.
+        num_eval_samples: posterior draws for predictive scores and reference distances.
+        num_elbo_particles: importance samples for the ELBO and PSIS k̂ (global latents).
+        num_is_samples: importance samples per example for test log-likelihoods (local latents).
+        draw_figures: draw the figures (written to ``out`` when set).
+
+    Returns:
+        A :class:`Comparison`; ``table`` has one row per guide; a guide that diverged
+        has ``status`` ``diverged`` and its ``error``.
+    """
+    family = resolve_family(model)
+    settings = family_settings(family, settings, overrides, fast)
+    with seeded(settings.seed):
+        return _compare(family, guides, data, settings, data_options, model_options, out, fast,
+                        Budget(num_eval_samples, num_elbo_particles, num_is_samples), draw_figures)
+
+
+def _compare(family, guides, data, settings, data_options, model_options, out, fast, budget, draw_figures):
+    dataset, setup = prepare(family, data, settings, data_options, model_options)
+    baselines = getattr(family.scoring, "baselines", {})
+    rows = [row if (isinstance(row, str) and row in baselines) else guide_choice(row, setup, family)
+            for row in resolve_rows(family, guides)]
+    for row in rows:
+        if isinstance(row, GuideChoice):
+            check_guide_sites(row, setup, dataset)
+    run_dir = make_run_dir(out, family.name) if out is not None else None
+    config = _configuration(family, dataset, settings, data_options, model_options, setup)
+    if run_dir is not None:
+        write_json(run_dir / "settings.json", config)
+    reference = None
+    if family.scoring.reference is not None:
+        reference = family.scoring.reference(dataset, setup, fast=fast, progress=settings.progress)
+    sites = compared_sites(setup, dataset, reference)
+    result = Comparison(pd.DataFrame(), {}, dataset, reference, setup=setup, run_dir=run_dir,
+                        config_columns=tuple(["model"] + list(_flat_config(config))))
+    records = []
+    try:
+        for row in rows:
+            record = _run_row(row, family, setup, dataset, settings, reference, sites, budget, result)
+            records.append({"model": family.name, **record, **_flat_config(config)})
+            result.table = pd.DataFrame(records)
+            if run_dir is not None:
+                write_table(run_dir, result.table)
+                if record["guide"] in result.fits:
+                    atomic_torch_save(result.fits[record["guide"]].parameters(),
+                                      run_dir / "parameters" / f"{record['guide']}.pt")
+    except KeyboardInterrupt:
+        result.interrupted = True
+    if draw_figures and result.fits:
+        result.figures = _figures(family, result, sites)
+        if run_dir is not None:
+            for figure_name, figure in result.figures.items():
+                save_figure(figure, run_dir / f"{figure_name}.png")
+    return result
+
+
+def _run_row(row, family, setup, dataset, settings, reference, sites, budget, result) -> Dict[str, Any]:
+    if isinstance(row, str):  # a baseline
+        start = time.perf_counter()
+        baseline = family.scoring.baselines[row](dataset, setup, settings)
+        result.baselines[row] = baseline
+        return {"guide": row, "status": "ok", "wall_time_s": time.perf_counter() - start, **baseline.row}
+    try:
+        fitted = fit_choice(row, family, setup, dataset, settings)
+    except DivergenceError as error:
+        print(f"{family.name}/{row.name} diverged: {error}", file=sys.stderr)
+        return {"guide": row.name, "status": "diverged", "error": str(error)}
+    result.fits[row.name] = fitted
+    scores = family.scoring.score(fitted, dataset, reference, sites, budget, result.draws)
+    return {"guide": row.name, "status": "ok", **scores}
+
+
+def check_guide_sites(choice: GuideChoice, setup: Setup, dataset) -> None:
+    """A user's guide callable must sample exactly the model's latent sites; a clear error otherwise."""
+    if choice.build is None or choice.name in setup.guides or choice.name in AUTO_GUIDES:
+        return
+    model_sites = set(latent_sites(setup.model, dataset.train))
+    with pyro.get_param_store().scope(), pyro.settings.context(module_local_params=True):
+        guide_sites = set(latent_sites(choice.build(), dataset.train))
+    if guide_sites != model_sites:
+        missing, extra = sorted(model_sites - guide_sites), sorted(guide_sites - model_sites)
+        raise ZooError(f"guide {choice.name!r} does not match the model's latent sites: missing {missing}, "
+                       f"extra {extra}; a guide samples every latent site of the model, under the same names.")
+
+
+def compared_sites(setup: Setup, dataset, reference) -> List[str]:
+    """The sites whose posteriors are compared: the reference's, else the setup's, else every latent site."""
+    if reference is not None:
+        return list(reference.sites)
+    present = latent_sites(setup.score_model or setup.model, dataset.train)
+    wanted = setup.compared_sites if setup.compared_sites is not None else present
+    return [site for site in wanted if site in present]
+
+
+def _figures(family: Family, result: Comparison, sites) -> Dict[str, Any]:
+    from . import plots
+
+    figures = {"elbo_traces": plots.elbo_traces({name: fit.losses for name, fit in result.fits.items()},
+                                                 title=f"{family.name}: SVI loss (negative ELBO)")}
+    if result.draws and sites:
+        figures["marginals"] = plots.marginals(result.draws, sites, result.reference)
+    if family.scoring.figures is not None:
+        figures.update(family.scoring.figures(result))
+    return figures
+
+
+def _configuration(family, dataset, settings, data_options, model_options, setup) -> Dict[str, Any]:
+    return {
+        "model": family.name,
+        "dataset": dataset.name,
+        "num_train": dataset.num_train,
+        "num_test": dataset.num_test,
+        "settings": settings.to_dict(),
+        "data_options": dict(data_options or {}),
+        "model_options": dict(model_options or {}),
+        "model_kwargs": {k: v for k, v in setup.model_kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))},
+        "torch": torch.__version__,
+    }
+
+
+def _flat_config(config: Dict[str, Any]) -> Dict[str, Any]:
+    flat = {k: v for k, v in config.items() if not isinstance(v, dict)}
+    for group in ("settings", "data_options", "model_options", "model_kwargs"):
+        # an option named like a column (``--dataset uci:yacht`` beside "dataset") keeps both
+        flat.update({(f"{key}_option" if key in flat else key): value for key, value in config[group].items()})
+    flat.pop("progress", None)
+    flat["elbo_kind"] = flat.pop("elbo")  # the column "elbo" holds the estimate
+    return flat
