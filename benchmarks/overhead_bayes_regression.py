@@ -10,7 +10,7 @@ import math
 import torch
 
 from pyro_vi_zoo.data.regression import cubic_dataset
-from pyro_vi_zoo.registry import get_spec
+from pyro_vi_zoo.registry import get_family
 
 from svi_overhead import Case, zoo_steps
 
@@ -43,11 +43,12 @@ def cases(device):
     out = []
     for num_points, guides in ((10_000, ("mean_field", "auto_normal")), (100_000, ("mean_field",))):
         dataset = cubic_dataset(num_points=num_points).to(device)
-        kwargs = get_spec("bayes_regression").model_kwargs(dataset, noise="known")
+        setup = get_family("bayes_regression").setup(dataset, noise="known")
+        kwargs = setup.model_kwargs
         features, y = dataset.train
         for elbo, target in (("trace", 2.0), ("jit", 1.3)):
             for guide in guides:
                 floor = hand_written_step(features, y, kwargs["prior_scale"], kwargs["noise_scale"])
                 label = f"bayes_regression n={len(y)} {guide:11s} {elbo}"
-                out.append(Case(label, zoo_steps("bayes_regression", guide, dataset, kwargs, elbo), floor, target))
+                out.append(Case(label, zoo_steps("bayes_regression", guide, dataset, setup, elbo), floor, target))
     return out

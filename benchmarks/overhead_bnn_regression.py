@@ -14,8 +14,9 @@ import torch
 from torch.distributions import HalfNormal, LogNormal, Normal
 from torch.nn.functional import relu, softplus
 
-from pyro_vi_zoo.registry import get_spec
-from pyro_vi_zoo.svi import FitSettings, prepare
+from pyro_vi_zoo.engine import resolve_settings
+from pyro_vi_zoo.registry import get_family
+from pyro_vi_zoo.runner import prepare
 from svi_overhead import Case, zoo_steps
 
 INIT_SCALE = 0.01
@@ -67,14 +68,14 @@ def hand_written_step(x, y, sizes, prior_scale=1.0, lr=0.01):
 
 
 def cases(device):
-    spec = get_spec("bnn_regression")
-    dataset, kwargs = prepare(spec, None, FitSettings(device=str(device), progress=False))
+    family = get_family("bnn_regression")
+    dataset, setup = prepare(family, None, resolve_settings({}, overrides={"device": str(device)}))
     x, y = dataset.train
-    sizes = spec.build_model(dataset, kwargs).sizes
+    sizes, kwargs = setup.model.sizes, setup.model_kwargs
     out = []
     for elbo in ("trace", "jit"):
         for guide in ("mean_field", "auto_normal"):
             floor = hand_written_step(x, y, sizes, kwargs["prior_scale"])
-            out.append(Case(f"bnn_regression n={len(y)} {guide:11s} {elbo}", zoo_steps("bnn_regression", guide, dataset, kwargs, elbo),
+            out.append(Case(f"bnn_regression n={len(y)} {guide:11s} {elbo}", zoo_steps("bnn_regression", guide, dataset, setup, elbo),
                             floor, 2.0))
     return out

@@ -12,7 +12,7 @@ import torch
 import torch.distributions as td
 
 from pyro_vi_zoo.data.mixture import default_mixture
-from pyro_vi_zoo.registry import get_spec
+from pyro_vi_zoo.registry import get_family
 
 from svi_overhead import Case, zoo_steps
 
@@ -60,7 +60,7 @@ def hand_written_step(data, num_components, priors, lr=0.01):
 
 def cases(device):
     dataset = default_mixture(test_fraction=0.0).to(device)
-    spec = get_spec("gmm")
+    family = get_family("gmm")
     data = dataset.train[0]
     out = []
     variants = (
@@ -69,9 +69,10 @@ def cases(device):
         ("enumerated", "enum", ("mean_field", "auto_normal"), 3.0),
     )
     for assignments, elbo, guides, target in variants:
-        kwargs = spec.model_kwargs(dataset, assignments=assignments)
+        setup = family.setup(dataset, assignments=assignments)
+        kwargs = setup.model_kwargs
         for guide in guides:
             floor = hand_written_step(data, kwargs["num_components"], kwargs["priors"])
             label = f"gmm n={len(data)} {assignments:12s} {guide:11s} {elbo}"
-            out.append(Case(label, zoo_steps("gmm", guide, dataset, kwargs, elbo), floor, target))
+            out.append(Case(label, zoo_steps("gmm", guide, dataset, setup, elbo), floor, target))
     return out

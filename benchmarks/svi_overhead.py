@@ -26,13 +26,16 @@ HERE = Path(__file__).resolve().parent
 MAX_STEPS = 10**6
 
 
-def zoo_steps(model: str, guide: str, dataset, model_kwargs, elbo: str) -> Callable[[int], None]:
-    """k steps of pyro_vi_zoo's own loop (``make_svi_step`` + ``run_steps``, as ``fit`` runs them)."""
-    from pyro_vi_zoo.registry import get_spec
-    from pyro_vi_zoo.svi import FitSettings, make_svi_step, run_steps
+def zoo_steps(model: str, guide: str, dataset, setup, elbo: str) -> Callable[[int], None]:
+    """k steps of pyro_vi_zoo's own loop (``make_step`` + ``run_steps``, as ``fit`` runs them)."""
+    from pyro_vi_zoo.engine import make_step, resolve_settings, run_steps
+    from pyro_vi_zoo.registry import get_family
+    from pyro_vi_zoo.runner import guide_choice
 
-    settings = FitSettings(elbo=elbo, num_particles=1, lr=0.01, lr_decay=1.0, steps=MAX_STEPS, progress=False)
-    step = make_svi_step(get_spec(model), guide, dataset, model_kwargs, settings)
+    settings = resolve_settings({}, overrides=dict(elbo=elbo, num_particles=1, lr=0.01, lr_decay=1.0, steps=MAX_STEPS,
+                                                   progress=False, seed=0))
+    choice = guide_choice(guide, setup, get_family(model))
+    step = make_step(setup.model, choice.build, dataset.train, settings, max_plate_nesting=setup.max_plate_nesting)
     losses = torch.empty(MAX_STEPS, device=dataset.train[0].device)
     return lambda steps: run_steps(step, steps, losses, 0)
 

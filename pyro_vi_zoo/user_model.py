@@ -13,6 +13,7 @@ import functools
 from typing import Callable, Tuple
 
 import numpy as np
+import pyro
 import torch
 
 from .data import Dataset
@@ -92,12 +93,29 @@ def user_setup(model: Callable, dataset: Dataset) -> Setup:
         sites = latent_sites(model, dataset.train)
     except Exception as error:  # the user's code: any failure is reported as what it is
         raise ZooError(f"calling {getattr(model, '__name__', 'the model')}(*data) failed with "
-                       f"{type(error).__name__}: {error}; check the data's order and shapes "
+                       f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}; check the data's order and shapes "
                        "(the model's positional arguments, observations last).") from None
     if not sites:
         raise ZooError("the model has no latent sample sites (every pyro.sample is observed); "
                        "there is no posterior to approximate.")
+    check_vectorises(model, dataset.train)
     return Setup(model=model, batch_keyword=None)
+
+
+def check_vectorises(model: Callable, args, num_draws: int = 2) -> None:
+    """The runner draws particles and posterior samples as a batch at dimension −2 (left of the data
+    plate); a model whose sites grow extra dimensions under such a batch gets a clear error here."""
+    with torch.no_grad(), pyro.poutine.block(), pyro.plate("_draws", num_draws, dim=-2):
+        trace = pyro.poutine.trace(model).get_trace(*args)
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or pyro.poutine.util.site_is_subsample(site):
+            continue
+        batch = tuple(site["fn"].batch_shape)
+        if len(batch) > 2 or (len(batch) == 2 and batch[0] not in (1, num_draws)):
+            raise ZooError(
+                f"site {name!r} has batch shape {batch} when the latents carry a batch of {num_draws} draws "
+                "on the left; the runner batches draws that way, so the model must broadcast over leading "
+                "dimensions (e.g. (x * weight).sum(-1) instead of x @ weight, and bias without unsqueeze).")
 
 
 def _evaluate(fit, dataset, num_samples):
