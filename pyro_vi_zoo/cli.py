@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--validate", action="store_true",
                         help="check distribution arguments at every step, not only the first (slower)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP + " (default: auto)")
+    parser.add_argument("--device", type=device_name, help=DEVICE_HELP + " (default: auto)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch; the default models are small, where more threads "
                              "mostly add OpenMP overhead (raise it for large networks) (default: 1)")
@@ -103,7 +103,9 @@ def settings_from(args) -> Dict:
         "restarts": args.restarts,
     }
     settings = {k: v for k, v in chosen.items() if v is not None}
-    settings.update(seed=args.seed, device=args.device, progress=not args.no_progress, validate=args.validate)
+    settings.update(seed=args.seed, progress=not args.no_progress, validate=args.validate)
+    if args.device is not None:
+        settings["device"] = args.device
     return settings
 
 

@@ -10,6 +10,7 @@ import math
 from typing import Dict
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import torch
 
@@ -38,7 +39,7 @@ def marginals(draws: Dict[str, Dict[str, torch.Tensor]], sites, reference=None, 
     """Histogram of each latent coordinate's draws per guide, with the reference on top.
 
     ``draws`` maps guide name to site samples; ``reference`` is a
-    :class:`~pyro_vi_zoo.references.Reference` (an exact Gaussian is drawn as its
+    :class:`~pyro_vi_zoo.scoring.references.Reference` (an exact Gaussian is drawn as its
     density, reference draws as a filled histogram).
     """
     flat = {name: flatten_samples(samples, sites) for name, samples in draws.items()}
@@ -47,15 +48,16 @@ def marginals(draws: Dict[str, Dict[str, torch.Tensor]], sites, reference=None, 
     count = min(len(labels), max_panels)
     columns = min(4, max(count, 1))
     rows = max(1, math.ceil(count / columns))
-    figure = Figure(figsize=(3.6 * columns, 2.8 * rows))
+    figure = Figure(figsize=(3.6 * columns + 2.2, 2.8 * rows))
     axes = figure.subplots(rows, columns, squeeze=False)
     for j, axis in enumerate(axes.flat[:count]):
         _marginal_panel(axis, j, labels[j], flat, ref_values, reference)
     for axis in axes.flat[count:]:
         axis.set_visible(False)
     handles, names = axes.flat[0].get_legend_handles_labels()
-    figure.legend(handles, names, loc="lower center", ncol=min(5, len(names)), fontsize="small")
-    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    legend_width = 2.2 / (3.6 * columns + 2.2)
+    figure.legend(handles, names, loc="center right", fontsize="small", frameon=False)
+    figure.tight_layout(rect=(0, 0, 1 - legend_width, 1))
     return figure
 
 
@@ -74,16 +76,25 @@ def _marginal_panel(axis, j, label, flat, ref_values, reference):
         else:
             axis.hist(ref_values[:, j], bins=bins, density=True, color="0.8", label=f"reference ({reference.kind})")
     for name, (values, _) in flat.items():
+        style = dict(label=name, color=_colour(name, flat), ls=_line_style(name, flat))
         if np.ptp(values[:, j]) == 0:
-            axis.axvline(values[0, j], lw=1.2, ls="--", label=name, color=_colour(name, flat))
+            axis.axvline(values[0, j], lw=1.2, **style)
         else:
-            axis.hist(values[:, j], bins=bins, density=True, histtype="step", lw=1.2, label=name, color=_colour(name, flat))
+            # step outlines with their own dash pattern: guides of one family (mean_field, auto_normal)
+            # land on the same histogram, and each must stay visible on top of the other
+            axis.hist(values[:, j], bins=bins, density=True, histtype="step", lw=1.3, **style)
     axis.set_title(label, fontsize="small")
     axis.set_yticks([])
+    axis.xaxis.set_major_locator(MaxNLocator(nbins=3))
+    axis.tick_params(axis="x", labelsize="x-small")
 
 
 def _colour(name, flat):
     return f"C{list(flat).index(name) % 10}"
+
+
+def _line_style(name, flat):
+    return ("-", "--", ":", "-.")[list(flat).index(name) % 4]
 
 
 def _span(values: np.ndarray):

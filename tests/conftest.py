@@ -23,6 +23,17 @@ def device(request) -> str:
     return str(resolve_device(name))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fits_default_to_the_suites_device(device):
+    """A fit or command line that names no device runs on the suite's (``auto`` would pick CUDA under --device cpu)."""
+    from pyro_vi_zoo.engine.settings import DEFAULTS
+
+    chosen = DEFAULTS["device"]
+    DEFAULTS["device"] = device
+    yield
+    DEFAULTS["device"] = chosen
+
+
 @pytest.fixture(autouse=True)
 def fresh_pyro_state():
     pyro.clear_param_store()

@@ -54,8 +54,8 @@ def test_model_minibatch_subsamples_and_rescales(device):
     assert trace.nodes["y"]["scale"] == pytest.approx(10.0)
 
 
-def test_guide_has_the_model_latent_sites_and_shapes():
-    features, y = torch.randn(30, 4), torch.randn(30)
+def test_guide_has_the_model_latent_sites_and_shapes(device):
+    features, y = torch.randn(30, 4, device=device), torch.randn(30, device=device)
     for kwargs in ({"noise_scale": 1.0}, {}):
         model = pyro.poutine.trace(bayes_regression).get_trace(features, y, **kwargs)
         guide = pyro.poutine.trace(bayes_regression_guide).get_trace(features, y, **kwargs)
@@ -131,7 +131,7 @@ def test_nuts_reference_agrees_with_the_exact_posterior(cache):
 def default_comparison(tmp_path_factory):
     torch.set_num_threads(1)
     return compare("bayes_regression", ["mean_field", "auto_mvn", "auto_laplace", "auto_delta"],
-                   out=tmp_path_factory.mktemp("runs"), device="cpu", progress=False, steps=1500)
+                   out=tmp_path_factory.mktemp("runs"), progress=False, steps=1500, seed=0)
 
 
 def test_predictive_coverage_of_good_guides_is_nominal(default_comparison):

@@ -36,7 +36,7 @@ def cubic_comparison():
     """
     torch.set_num_threads(1)
     return compare("bnn_regression", guides=["mean_field", "mle"], data=cubic_arrays(2000), steps=3000,
-                   num_particles=4, lr=0.01, seed=0, device="cpu", progress=False, num_eval_samples=1000,
+                   num_particles=4, lr=0.01, seed=0, progress=False, num_eval_samples=1000,
                    num_elbo_particles=100, draw_figures=False)
 
 

@@ -90,13 +90,6 @@ def test_prior_scales_and_hidden_layers_are_configurable(data):
     assert trace.nodes["y"]["value"].shape == (NUM_ROWS,) and not trace.nodes["y"]["is_observed"]
 
 
-def test_fan_in_scaling_divides_each_layer_prior_scale(data):
-    x, _ = data
-    net = BayesianMLP(NUM_FEATURES, hidden=(16,), prior_scale=2.0, scale_by_fan_in=True)
-    assert float(net.layers[0].prior_scale) == pytest.approx(2.0 / math.sqrt(NUM_FEATURES))
-    assert float(net.layers[1].prior_scale) == pytest.approx(2.0 / 4.0)
-
-
 def test_prior_constants_are_buffers():
     net = BayesianMLP(NUM_FEATURES, prior_scale=0.5)
     buffers = dict(net.named_buffers())

@@ -11,29 +11,32 @@ from pyro_vi_zoo.guides.auto import AUTO_GUIDES, get_guide_info
 from pyro_vi_zoo.guides.flows import AutoAffineIAF, ElementwiseAffine
 
 
-def test_elementwise_affine_inverts_and_its_log_determinant_matches_autograd():
-    transform = ElementwiseAffine(torch.tensor([1.0, -2.0, 0.5]), scale=0.3)
+def test_elementwise_affine_inverts_and_its_log_determinant_matches_autograd(device):
+    transform = ElementwiseAffine(torch.tensor([1.0, -2.0, 0.5], device=device), scale=0.3)
     with torch.no_grad():
-        transform.log_scale.add_(torch.tensor([0.1, -0.2, 0.3]))
-    x = torch.randn(3)
+        transform.log_scale.add_(torch.tensor([0.1, -0.2, 0.3], device=device))
+    x = torch.randn(3, device=device)
     y = transform(x)
     assert torch.allclose(transform.inv(y), x, atol=1e-6)
     jacobian = torch.autograd.functional.jacobian(transform, x)
     log_det = float(transform.log_abs_det_jacobian(x, y).detach())
-    assert log_det == pytest.approx(float(torch.logdet(jacobian)), abs=1e-5)
+    assert log_det == pytest.approx(float(torch.logdet(jacobian.cpu())), abs=1e-5)
+    assert y.device == x.device
 
 
-def two_site_model():
-    pyro.sample("a", dist.Normal(0.0, 10.0))
-    pyro.sample("b", dist.Normal(torch.zeros(2), 10.0).to_event(1))
+def two_site_model(origin):
+    pyro.sample("a", dist.Normal(origin, 10.0))
+    pyro.sample("b", dist.Normal(origin.expand(2), 10.0).to_event(1))
 
 
-def test_affine_iaf_starts_small_at_the_initial_locations():
-    start = {"a": torch.tensor(3.0), "b": torch.tensor([-1.0, 2.0])}
+def test_affine_iaf_starts_small_at_the_initial_locations(device):
+    origin = torch.zeros((), device=device)
+    start = {"a": torch.tensor(3.0, device=device), "b": torch.tensor([-1.0, 2.0], device=device)}
     guide = AutoAffineIAF(two_site_model, init_loc_fn=init_to_value(values=start), init_scale=0.01)
-    guide()  # sets up the guide outside the plate of draws
+    guide(origin)  # sets up the guide outside the plate of draws
     with torch.no_grad(), pyro.plate("draws", 2000, dim=-1):
-        draws = guide()
+        draws = guide(origin)
+    assert draws["a"].device == origin.device
     assert abs(float(draws["a"].mean()) - 3.0) < 0.05 and float(draws["a"].std()) < 0.05
     assert torch.allclose(draws["b"].mean(0), start["b"], atol=0.05) and float(draws["b"].std(0).max()) < 0.05
 

@@ -92,11 +92,24 @@ def log_weights(factor, num=4000):
     return weights
 
 
-def test_pareto_khat_is_small_when_q_is_the_posterior_and_large_when_q_is_too_narrow():
+def test_pareto_khat_is_small_when_q_is_the_posterior_and_large_when_q_is_too_narrow(device):
     pyro.set_rng_seed(0)
-    assert metrics.pareto_khat(log_weights(1.0)) < 0.5
+    assert metrics.pareto_khat(log_weights(1.0).to(device)) < 0.5  # weights on any device
     assert metrics.pareto_khat(log_weights(1.3)) < 0.5
     assert metrics.pareto_khat(log_weights(0.3)) > 0.7
+
+
+def test_non_finite_weights_are_counted_and_make_khat_infinite(device):
+    pyro.set_rng_seed(0)
+    clean = log_weights(1.3).to(device)
+    weights = clean.clone()
+    weights[[3, 7]] = float("nan")
+    weights[11] = float("inf")
+    weights[12] = float("-inf")  # a zero weight: allowed
+    assert metrics.count_nonfinite(weights) == 3
+    assert metrics.pareto_khat(weights) == float("inf")
+    weights[[3, 7, 11]] = clean[[3, 7, 11]]
+    assert metrics.count_nonfinite(weights) == 0 and metrics.pareto_khat(weights) < 0.5
 
 
 def test_pareto_khat_agrees_with_pyros_psis_diagnostic():

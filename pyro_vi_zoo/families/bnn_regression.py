@@ -14,7 +14,7 @@ same optimiser settings, to show what the Bayesian treatment buys over a point e
 import functools
 import math
 import os
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch

@@ -27,7 +27,7 @@ import pyro.distributions as dist
 import torch
 from torch.nn import functional as F
 
-from ..models.bnn_regression import layer_sizes
+from ..models.bnn_regression import inverse_softplus, layer_sizes
 
 __all__ = ["bnn_regression_guide", "DEFAULT_INIT_SCALE"]
 
@@ -54,13 +54,13 @@ def bnn_regression_guide(x: torch.Tensor, y: torch.Tensor = None, *, net=None, h
 def _sample_normal(name: str, shape, fan_in: int, init_scale: float, x: torch.Tensor) -> torch.Tensor:
     bound = 1.0 / math.sqrt(fan_in)
     loc = pyro.param(f"{name}_loc", lambda: x.new_empty(shape).uniform_(-bound, bound))
-    scale_raw = pyro.param(f"{name}_scale_raw", lambda: x.new_full(shape, _inverse_softplus(init_scale)))
+    scale_raw = pyro.param(f"{name}_scale_raw", lambda: x.new_full(shape, inverse_softplus(init_scale)))
     return pyro.sample(name, dist.Normal(loc, F.softplus(scale_raw)).to_event(len(shape)))
 
 
 def _sample_noise_scale(x: torch.Tensor, y: torch.Tensor, init_scale: float) -> torch.Tensor:
     loc = pyro.param("sigma_loc", lambda: torch.log(_target_scale(x, y)))
-    scale_raw = pyro.param("sigma_scale_raw", lambda: x.new_tensor(_inverse_softplus(init_scale)))
+    scale_raw = pyro.param("sigma_scale_raw", lambda: x.new_tensor(inverse_softplus(init_scale)))
     return pyro.sample("sigma", dist.LogNormal(loc, F.softplus(scale_raw)))
 
 
@@ -69,6 +69,3 @@ def _target_scale(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x.new_tensor(1.0)
     return y.detach().std().clamp(min=1e-3).to(x.device)
 
-
-def _inverse_softplus(value: float) -> float:
-    return value + math.log(-math.expm1(-value))

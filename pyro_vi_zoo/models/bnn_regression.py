@@ -108,8 +108,6 @@ class BayesianMLP(PyroModule):
             UCI protocol of Hernández-Lobato & Adams 2015).
         prior_scale: standard deviation of the Normal(0, prior_scale) prior on every weight and bias.
         noise_prior_scale: scale of the HalfNormal prior on the noise standard deviation ``sigma``.
-        scale_by_fan_in: divide each layer's prior scale by sqrt(fan-in) (Neal 1996), so the
-            prior over functions does not grow with width; off by default (plain Normal(0, prior_scale)).
 
     Sample sites: ``layers.<l>.weight`` ``(out, in)``, ``layers.<l>.bias`` ``(out,)``,
     ``sigma`` ``()``, and the observed ``y`` in the plate ``data``. Call as
@@ -118,7 +116,7 @@ class BayesianMLP(PyroModule):
     """
 
     def __init__(self, in_features: int, hidden: Sequence[int] = (50,), prior_scale: float = 1.0,
-                 noise_prior_scale: float = 1.0, scale_by_fan_in: bool = False):
+                 noise_prior_scale: float = 1.0):
         # Built as module-local so the network also runs under pyro.settings module_local_params=True
         # (Pyro's PyroModule keeps that choice from construction); it has no parameters either way.
         with pyro.settings.context(module_local_params=True):
@@ -126,8 +124,7 @@ class BayesianMLP(PyroModule):
             self.hidden = tuple(int(h) for h in hidden)
             self.sizes = layer_sizes(in_features, self.hidden)
             self.layers = PyroModule[nn.ModuleList]([
-                BayesianLinear(n_in, n_out, prior_scale / math.sqrt(n_in) if scale_by_fan_in else prior_scale)
-                for n_in, n_out in self.sizes
+                BayesianLinear(n_in, n_out, prior_scale) for n_in, n_out in self.sizes
             ])
             self.register_buffer("noise_prior_scale", torch.tensor(float(noise_prior_scale)))
             self.sigma = PyroSample(lambda module: dist.HalfNormal(module.noise_prior_scale))
@@ -185,7 +182,7 @@ class MaximumLikelihoodMLP(nn.Module):
     def __init__(self, in_features: int, hidden: Sequence[int] = (50,), init_sigma: float = 1.0):
         super().__init__()
         self.layers = nn.ModuleList([nn.Linear(n_in, n_out) for n_in, n_out in layer_sizes(in_features, hidden)])
-        self.raw_sigma = nn.Parameter(torch.tensor(_inverse_softplus(init_sigma)))
+        self.raw_sigma = nn.Parameter(torch.tensor(inverse_softplus(init_sigma)))
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -234,5 +231,6 @@ def fit_maximum_likelihood(x: torch.Tensor, y: torch.Tensor, hidden=(50,), num_s
     return net.eval()
 
 
-def _inverse_softplus(value: float) -> float:
+def inverse_softplus(value: float) -> float:
+    """The x with softplus(x) = ``value`` (> 0): how a positive starting value becomes a raw parameter."""
     return value + math.log(-math.expm1(-value))

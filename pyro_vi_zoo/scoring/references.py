@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
