@@ -38,7 +38,8 @@ def model_options() -> Dict[str, Option]:
 def _defaults_text(setting: str) -> str:
     """Which default applies, per model: ``2000 (bayes_regression), 5000 (bnn_regression)``; fast mode after ``|``."""
     families = all_families().values()
-    full = ", ".join(f"{f.settings.get(setting, DEFAULTS[setting])} ({f.name})" for f in families)
+    shown = lambda value: "none" if value is None else value
+    full = ", ".join(f"{shown(f.settings.get(setting, DEFAULTS[setting]))} ({f.name})" for f in families)
     fast = ", ".join(f"{f.fast_settings[setting]} ({f.name})" for f in families if setting in f.fast_settings)
     return f"default: {full}" + (f"; with --fast: {fast}" if fast else "")
 
@@ -61,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=setting("optimizer", "adam, or clipped_adam (gradient-norm clipping)"))
     parser.add_argument("--num-particles", type=int, help=setting("num_particles", "ELBO particles per step (vectorised)"))
     parser.add_argument("--elbo", choices=ELBO_NAMES, help=setting("elbo", "the ELBO estimator"))
-    parser.add_argument("--batch-size", type=int, help="minibatch size (subsampled plate) (default: the full data)")
+    parser.add_argument("--batch-size", type=int, help=setting("batch_size", "minibatch size"))
+    parser.add_argument("--epochs", type=int,
+                        help=setting("epochs", "passes over the training rows, for models trained by minibatch epochs"))
     parser.add_argument("--restarts", type=int, help=setting("restarts", "initialisations to try; the best by ELBO is kept"))
     parser.add_argument("--validate", action="store_true",
                         help="check distribution arguments at every step, not only the first (slower)")
@@ -99,7 +102,7 @@ def settings_from(args) -> Dict:
     """The fit settings given on the command line (``None``: not given, so the model's default applies)."""
     chosen = {
         "steps": args.steps, "lr": args.lr, "lr_decay": args.lr_decay, "optimizer": args.optimizer,
-        "num_particles": args.num_particles, "elbo": args.elbo, "batch_size": args.batch_size,
+        "num_particles": args.num_particles, "elbo": args.elbo, "batch_size": args.batch_size, "epochs": args.epochs,
         "restarts": args.restarts,
     }
     settings = {k: v for k, v in chosen.items() if v is not None}

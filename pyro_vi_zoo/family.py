@@ -46,24 +46,32 @@ class Setup:
         model: the Pyro model, called as ``model(*dataset.train, **minibatch keywords)``.
         guides: the hand-written guides by name (``"mean_field"``, ...): factories
             that build a fresh guide, so every fit has parameters of its own.
+        guide_settings: fit settings a row must run with, by guide name (an IWAE row's
+            ELBO and particles); they beat every other setting.
         model_kwargs: the keywords the model was bound to (recorded in the results).
         max_plate_nesting: for vectorised particles and enumeration.
-        auto_guide_init: ``() -> init_loc_fn`` for auto guides, called for every guide
-            built; ``None`` starts them at prior means.
+        auto_guide_options: ``() -> dict`` of keywords for auto guides (``init_loc_fn``,
+            ``create_plates``), called for every guide built; ``None``: prior means.
         score_model: the model fits are scored against when it differs from the one
             trained (the same joint with enumerated sites summed out).
         compared_sites: sites whose marginals are compared; ``None``: every latent site.
-        batch_keyword: the model keyword that takes a minibatch size (``None``: no minibatches).
+        batch_keyword: the model keyword that takes a minibatch size (a plate that
+            subsamples the full data itself); ``None``: no such keyword.
+        make_batch: for models that take their batch as arguments, ``make_batch(indices)
+            -> (args, kwargs)`` for the training rows ``indices``; ``--batch-size`` then
+            trains by shuffled epochs (:mod:`pyro_vi_zoo.engine.batches`).
     """
 
     model: Callable
     guides: Mapping[str, Callable[[], Callable]] = field(default_factory=dict)
+    guide_settings: Mapping[str, Dict[str, Any]] = field(default_factory=dict)
     model_kwargs: Dict[str, Any] = field(default_factory=dict)
     max_plate_nesting: int = 1
-    auto_guide_init: Optional[Callable[[], Callable]] = None
+    auto_guide_options: Optional[Callable[[], Dict[str, Any]]] = None
     score_model: Optional[Callable] = None
     compared_sites: Optional[Tuple[str, ...]] = None
     batch_keyword: Optional[str] = "subsample_size"
+    make_batch: Optional[Callable] = None
 
 
 @dataclass(frozen=True)

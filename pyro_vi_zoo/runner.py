@@ -21,6 +21,7 @@ import torch
 
 from .devices import resolve_device
 from .engine import FitResult, FitSettings, fit_guide, latent_sites, resolve_settings
+from .engine.batches import EpochBatches
 from .engine.fit import is_enumerated, seeded
 from .errors import DivergenceError, ZooError
 from .family import Family, Setup
@@ -38,6 +39,7 @@ class GuideChoice:
     build: Callable[[], Callable]
     has_density: bool = True
     finalize: Optional[Callable] = None
+    settings: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,15 +105,16 @@ def guide_choice(guide, setup: Setup, family: Family) -> GuideChoice:
     if callable(guide):
         name = getattr(guide, "__name__", type(guide).__name__)
         return GuideChoice(name, lambda: guide)
+    row_settings = dict(setup.guide_settings.get(guide, {}))
     if guide in setup.guides:
-        return GuideChoice(guide, setup.guides[guide])
+        return GuideChoice(guide, setup.guides[guide], settings=row_settings)
     if guide in AUTO_GUIDES:
         info = AUTO_GUIDES[guide]
         # auto guides cover the continuous latents; enumerated discrete sites are summed out by the ELBO
         guide_model = pyro.poutine.block(setup.model, hide_fn=is_enumerated)
-        init = setup.auto_guide_init
-        build = lambda: info.build(guide_model, **({} if init is None else {"init_loc_fn": init()}))
-        return GuideChoice(guide, build, info.has_density, info.finalize)
+        options = setup.auto_guide_options
+        build = lambda: info.build(guide_model, **({} if options is None else options()))
+        return GuideChoice(guide, build, info.has_density, info.finalize, row_settings)
     valid = list(setup.guides) + list(AUTO_GUIDES) + list(getattr(family.scoring, "baselines", {}))
     raise ZooError(f"unknown guide {guide!r} for {family.name}; choose from: {', '.join(valid)} (or all).")
 
@@ -127,16 +130,24 @@ def resolve_rows(family: Family, guides) -> List:
 
 
 def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, settings: FitSettings) -> FitResult:
-    """Fit one guide on a prepared data set (the engine, with the setup's keywords)."""
-    train_kwargs = {}
-    if settings.batch_size is not None:
+    """Fit one guide on a prepared data set (the engine, with the setup's keywords or minibatch epochs)."""
+    settings = settings.replace(**choice.settings) if choice.settings else settings
+    train_kwargs, batches = {}, None
+    if settings.batch_size is not None and setup.make_batch is not None:
+        batches = EpochBatches(setup.make_batch, dataset.num_train, settings.batch_size, dataset.device)
+        if settings.epochs is not None:
+            settings = settings.replace(steps=settings.epochs * batches.batches_per_epoch)
+    elif settings.epochs is not None:
+        raise ZooError(f"--epochs applies to models trained by minibatch epochs; {family.name!r} "
+                       + ("needs --batch-size with it." if setup.make_batch is not None else "counts --steps instead."))
+    elif settings.batch_size is not None:
         if setup.batch_keyword is None:
             raise ZooError(f"model {family.name!r} does not support minibatches; drop --batch-size.")
         train_kwargs[setup.batch_keyword] = min(settings.batch_size, dataset.num_train)
     return fit_guide(
         setup.model, choice.build, dataset.train, settings, train_kwargs=train_kwargs,
         max_plate_nesting=setup.max_plate_nesting, model_name=family.name, guide_name=choice.name,
-        has_density=choice.has_density, finalize=choice.finalize, score_model=setup.score_model,
+        has_density=choice.has_density, finalize=choice.finalize, score_model=setup.score_model, batches=batches,
     )
 
 
@@ -229,7 +240,10 @@ def _compare(family, guides, data, settings, data_options, model_options, out, f
     try:
         for row in rows:
             record = _run_row(row, family, setup, dataset, settings, reference, sites, budget, result)
-            records.append({"model": family.name, **record, **_flat_config(config)})
+            fitted = result.fits.get(record["guide"])
+            # a row carries the settings it ran with (epochs become steps; an IWAE row has its own ELBO)
+            row_config = config if fitted is None else {**config, "settings": fitted.settings.to_dict()}
+            records.append({"model": family.name, **record, **_flat_config(row_config)})
             result.table = pd.DataFrame(records)
             if run_dir is not None:
                 write_table(run_dir, result.table)

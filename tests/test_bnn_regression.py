@@ -112,7 +112,7 @@ def test_setup_parses_hidden_layers():
 def test_auto_guides_start_from_a_random_network_not_the_prior_mean():
     dataset = family.load_data(cubic_arrays(50))
     setup = family.setup(dataset, hidden="20")
-    init, net = setup.auto_guide_init(), setup.model
+    init, net = setup.auto_guide_options()["init_loc_fn"], setup.model
     import pyro
 
     trace = pyro.poutine.trace(net).get_trace(*dataset.train)

@@ -156,6 +156,7 @@ COMMON_FLAGS = {  # flag -> (its arguments, a check of what reached compare())
     "--num-particles": (["2"], lambda call: call["num_particles"] == 2),
     "--elbo": (["meanfield"], lambda call: call["elbo"] == "meanfield"),
     "--batch-size": (["64"], lambda call: call["batch_size"] == 64),
+    "--epochs": (["4"], lambda call: call["epochs"] == 4),
     "--restarts": (["3"], lambda call: call["restarts"] == 3),
     "--validate": ([], lambda call: call["validate"] is True),
     "--seed": (["7"], lambda call: call["seed"] == 7),

@@ -81,3 +81,55 @@ def test_the_scorer_reports_test_bounds_of_a_fitted_result(problem):
     row = LocalLatentScoring().score(fit, dataset, None, (), Budget(num_is_samples=5))
     assert row["test_log_likelihood"] == pytest.approx(float(exact[30:].mean()), abs=1e-9)
     assert row["test_elbo"] == pytest.approx(row["test_log_likelihood"], abs=1e-9) and row["is_samples"] == 5
+
+
+class LinearEncoder(torch.nn.Module):
+    """q(z | x) = N(A x + c, diag(s²)): holds the exact posterior when the posterior covariance is diagonal."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(OBSERVED, LATENT, dtype=torch.float64)
+        self.log_scale = torch.nn.Parameter(torch.zeros(LATENT, dtype=torch.float64))
+
+
+def ppca_family(weight, bias, x):
+    """A family written against the public interface: PPCA with known W, an amortised encoder, epochs."""
+    from pyro_vi_zoo.family import Family, Setup
+
+    def model(x, num_examples=None, subsample=None):
+        with pyro.plate("data", num_examples or x.shape[0], subsample=subsample):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(LATENT), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ weight.T + bias, NOISE).to_event(1), obs=x)
+
+    def setup(dataset):
+        encoder = LinearEncoder().to(dataset.device)
+
+        def guide(x, num_examples=None, subsample=None):
+            pyro.module("encoder", encoder)
+            with pyro.plate("data", num_examples or x.shape[0], subsample=subsample):
+                pyro.sample("z", dist.Normal(encoder.linear(x), encoder.log_scale.exp()).to_event(1))
+
+        train = dataset.train[0]
+        return Setup(model=model, guides={"encoder": lambda: guide}, batch_keyword=None,
+                     make_batch=lambda rows: ((train[rows],), {"num_examples": len(train), "subsample": rows}))
+
+    load = lambda data=None: Dataset("ppca", train=(x[:32],), test=(x[32:],))
+    return Family("ppca", "probabilistic PCA with a known loading matrix", load, setup, guides=("encoder",),
+                  scoring=LocalLatentScoring(), settings={"batch_size": 8, "epochs": 300, "lr": 0.05, "lr_decay": 0.02, "num_particles": 4})
+
+
+def test_epochs_fit_an_amortised_guide_to_the_exact_posterior(problem, device):
+    """W is orthogonalised so that the exact posterior has a diagonal covariance the encoder can hold:
+    after training by minibatch epochs the test ELBO meets the exact log-likelihood."""
+    weight, bias, x, _ = problem
+    weight = torch.linalg.qr(weight)[0] * torch.tensor([2.0, 1.0], dtype=weight.dtype, device=weight.device)
+    covariance = weight @ weight.T + NOISE**2 * torch.eye(OBSERVED, dtype=weight.dtype, device=weight.device)
+    exact = dist.MultivariateNormal(bias, covariance).log_prob(x[32:]).mean()
+    import pyro_vi_zoo as zoo
+
+    comparison = zoo.compare(ppca_family(weight, bias, x), seed=0, progress=False, num_is_samples=200,
+                             draw_figures=False)
+    row = comparison.table.iloc[0]
+    assert row["status"] == "ok" and row["steps"] == 300 * 4  # 32 rows in batches of 8
+    assert row["test_elbo"] == pytest.approx(float(exact), abs=0.01)
+    assert row["test_log_likelihood"] == pytest.approx(float(exact), abs=0.005)

@@ -13,6 +13,7 @@ import pyro
 import torch
 from pyro.util import get_rng_state, set_rng_state
 
+from .batches import EpochBatches
 from .result import FitResult, model_trace
 from .settings import FitSettings
 from .step import SVIStep, run_steps
@@ -33,19 +34,22 @@ def fit_guide(
     has_density: bool = True,
     finalize: Optional[Callable] = None,
     score_model: Optional[Callable] = None,
+    batches: Optional[EpochBatches] = None,
 ) -> FitResult:
     """Fit the guide that ``build_guide()`` makes to ``model(*args, **train_kwargs)`` by SVI.
 
     ``settings`` must be resolved (:func:`~pyro_vi_zoo.engine.settings.resolve_settings`).
     ``finalize(guide, *args)`` runs after SVI (Laplace turns MAP into a Gaussian
-    there). With ``settings.seed`` set the fit is reproducible and the caller's
-    random state is restored afterwards.
+    there). ``batches`` trains by minibatch epochs (the step's arguments then come
+    from it; ``args`` stay the full training data of the result). With
+    ``settings.seed`` set the fit is reproducible and the caller's random state is
+    restored afterwards.
     """
     with seeded(settings.seed):
         settings = with_enumeration(settings, model, args)
         start = time.perf_counter()
         step, losses = _best_start(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting,
-                                   f"{model_name}/{guide_name}")
+                                   f"{model_name}/{guide_name}", batches)
         wall_time = time.perf_counter() - start
         guide = step.guide
         if finalize is not None:
@@ -93,15 +97,17 @@ def with_enumeration(settings: FitSettings, model, args) -> FitSettings:
     return settings
 
 
-def make_step(model, build_guide, args, settings: FitSettings, *, train_kwargs=None, max_plate_nesting=1) -> SVIStep:
+def make_step(model, build_guide, args, settings: FitSettings, *, train_kwargs=None, max_plate_nesting=1,
+              batches: Optional[EpochBatches] = None) -> SVIStep:
     """The :class:`SVIStep` that :func:`fit_guide` runs (for benchmarks and custom loops); seeds torch when asked."""
     settings = with_enumeration(settings, model, args)
     if settings.seed is not None:
         pyro.set_rng_seed(settings.seed)
-    return SVIStep(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting)
+    feeder = batches.feeder() if batches is not None else None
+    return SVIStep(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting, feeder)
 
 
-def _best_start(model, build_guide, args, kwargs, settings, max_plate_nesting, label):
+def _best_start(model, build_guide, args, kwargs, settings, max_plate_nesting, label, batches=None):
     """Run the restarts' pilots, keep the best by mean pilot loss, and finish its fit."""
     from tqdm.auto import tqdm
 
@@ -114,7 +120,8 @@ def _best_start(model, build_guide, args, kwargs, settings, max_plate_nesting, l
         for restart in range(settings.restarts):
             if settings.seed is not None:
                 pyro.set_rng_seed(settings.seed + restart)
-            step = SVIStep(model, build_guide, args, kwargs, settings, max_plate_nesting)
+            feeder = batches.feeder() if batches is not None else None
+            step = SVIStep(model, build_guide, args, kwargs, settings, max_plate_nesting, feeder)
             losses = torch.empty(settings.steps, device=device)
             run_steps(step, pilot, losses, 0, bar)
             candidates.append((pilot_score(losses[:pilot]), restart, step, losses))

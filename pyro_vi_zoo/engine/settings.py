@@ -13,7 +13,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from ..errors import ZooError
 
-ELBO_NAMES = ("trace", "meanfield", "tracegraph", "renyi", "enum", "jit", "jit_meanfield", "jit_enum")
+ELBO_NAMES = ("trace", "meanfield", "tracegraph", "renyi", "iwae", "enum", "jit", "jit_meanfield", "jit_enum")
 OPTIMIZERS = ("adam", "clipped_adam")
 
 
@@ -31,7 +31,7 @@ UNSET: Any = _Unset()
 
 DEFAULTS: Dict[str, Any] = dict(
     steps=1500, lr=0.05, lr_decay=0.1, optimizer="adam", clip_norm=10.0, elbo="trace", num_particles=1,
-    batch_size=None, restarts=1, seed=None, device="auto", log_every=50, validate=False, progress=True,
+    batch_size=None, epochs=None, restarts=1, seed=None, device="auto", log_every=50, validate=False, progress=True,
 )
 
 
@@ -44,7 +44,9 @@ class FitSettings:
     rate as a fraction of ``lr`` (exponential decay over ``steps``; 1.0 keeps it
     constant). ``restarts`` > 1 runs that many pilots of ``steps // 10`` steps and
     continues the best by ELBO (mixtures' cure for bad local optima).
-    ``batch_size`` turns on minibatch SVI through the model's subsampled plate.
+    ``batch_size`` turns on minibatch SVI through the model's subsampled plate; for
+    families that train by epochs (a model that takes its batch as arguments),
+    ``epochs`` sets ``steps`` to epochs × batches per epoch.
     ``seed`` ``None`` uses the caller's random state as it is; a seed makes the fit
     reproducible and leaves the caller's random state as it found it.
     ``validate`` checks distribution arguments at every step, not only at the
@@ -59,6 +61,7 @@ class FitSettings:
     elbo: str = UNSET
     num_particles: int = UNSET
     batch_size: Optional[int] = UNSET
+    epochs: Optional[int] = UNSET
     restarts: int = UNSET
     seed: Optional[int] = UNSET
     device: str = UNSET
@@ -102,6 +105,7 @@ def validate(settings: FitSettings) -> FitSettings:
     _require(s.restarts >= 1, f"restarts must be at least 1, got {s.restarts}.")
     _require(s.log_every >= 1, f"log_every must be at least 1, got {s.log_every}.")
     _require(s.batch_size is None or s.batch_size >= 1, f"batch_size must be positive, got {s.batch_size}.")
+    _require(s.epochs is None or s.epochs >= 1, f"epochs must be a positive integer, got {s.epochs}.")
     _require(s.elbo in ELBO_NAMES, f"unknown elbo {s.elbo!r}; choose one of: {', '.join(ELBO_NAMES)}.")
     _require(s.optimizer in OPTIMIZERS, f"unknown optimizer {s.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}.")
     _require(s.clip_norm > 0, f"clip_norm must be positive, got {s.clip_norm}.")

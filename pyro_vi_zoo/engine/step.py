@@ -9,13 +9,14 @@ that the loss is finite.
 """
 
 import functools
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import pyro
 import torch
 from pyro import infer
 
 from ..errors import DivergenceError, ZooError
+from .batches import BatchFeeder, copy_into
 from .result import parameter_scope
 from .settings import FitSettings
 
@@ -25,6 +26,7 @@ ELBOS: Dict[str, Callable] = {
     "tracegraph": infer.TraceGraph_ELBO,
     "enum": infer.TraceEnum_ELBO,
     "renyi": functools.partial(infer.RenyiELBO, alpha=0.5),
+    "iwae": functools.partial(infer.RenyiELBO, alpha=0.0),  # the importance-weighted bound (Burda et al. 2016)
     "jit": infer.JitTrace_ELBO,
     "jit_meanfield": infer.JitTraceMeanField_ELBO,
     "jit_enum": infer.JitTraceEnum_ELBO,
@@ -50,8 +52,14 @@ class SVIStep:
     no host synchronisation of its own. Build and call it inside ``scope``.
     """
 
-    def __init__(self, model, build_guide, args, kwargs, settings: FitSettings, max_plate_nesting: int):
-        self.args, self.kwargs, self.settings = args, kwargs, settings
+    def __init__(self, model, build_guide, args, kwargs, settings: FitSettings, max_plate_nesting: int,
+                 feeder: Optional[BatchFeeder] = None):
+        self.settings, self.feeder = settings, feeder
+        if feeder is not None:  # the inputs become tensors of this step's own, refilled with every batch
+            args, kwargs = feeder.batch(0)
+            args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+            kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        self.args, self.kwargs = tuple(args), dict(kwargs)
         self.param_state = {"params": {}, "constraints": {}}
         # Pyro's JIT finds parameters by name in the param store, so JIT ELBOs keep module
         # parameters there; the scope still gives every fit a store of its own.
@@ -87,6 +95,11 @@ class SVIStep:
     def scope(self):
         return parameter_scope(self.param_state, self.module_local)
 
+    def load(self, args, kwargs) -> None:
+        """Copy a minibatch into this step's input tensors (the shapes stay those of the warm-up batch)."""
+        copy_into(self.args, tuple(args))
+        copy_into(self.kwargs, dict(kwargs))
+
     def __call__(self) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
         if self.differentiable:
@@ -117,6 +130,8 @@ def run_steps(step: SVIStep, num_steps: int, losses: torch.Tensor, start: int, b
     # the warm-up call validated every distribution; re-checking them at each step costs a quarter of the step
     with step.scope(), pyro.validation_enabled(step.settings.validate):
         for index in range(start, start + num_steps):
+            if step.feeder is not None:
+                step.load(*step.feeder.batch(index))
             try:
                 losses[index] = step()
             except ValueError as error:  # distribution validation refusing NaN parameters

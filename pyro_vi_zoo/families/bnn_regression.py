@@ -78,7 +78,7 @@ def setup(dataset, *, hidden=None, prior_scale: float = None) -> Setup:
         model=network,
         guides={"mean_field": lambda: functools.partial(bnn_regression_guide, hidden=widths)},
         model_kwargs={"hidden": ",".join(map(str, widths)), "prior_scale": prior_scale, "noise_prior_scale": 1.0},
-        auto_guide_init=functools.partial(linear_layer_init, x.shape[-1], widths),
+        auto_guide_options=lambda: {"init_loc_fn": linear_layer_init(x.shape[-1], widths)},
         compared_sites=("sigma",),
     )
 

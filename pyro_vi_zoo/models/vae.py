@@ -1,0 +1,132 @@
+"""Variational autoencoder's generative model: a Bernoulli decoder on a standard Normal latent.
+
+    z[n] ~ Normal(0, I)                                   (latent_dim,)   local, one per image
+    x[n] ~ Bernoulli(logits = decoder(z[n]))              (784,)          pixels independent given z
+
+The model of Kingma & Welling, "Auto-encoding variational Bayes", ICLR 2014,
+with the one-stochastic-layer architecture of Burda, Grosse & Salakhutdinov,
+"Importance weighted autoencoders", ICLR 2016: latent 50, two deterministic
+hidden layers of 200 tanh units, 784 Bernoulli logits.
+
+The latent is local: every image has its own ``z`` inside the plate ``"data"``.
+For minibatches the plate is told the training-set size ``num_examples`` and the
+batch's positions ``subsample`` in the training set, so the log-likelihood is
+scaled by N / batch (an unbiased estimate of the full-data ELBO) and a
+non-amortised guide (``AutoNormal``) keeps one set of parameters per training
+image and picks the batch's rows by ``subsample``.
+
+Plates: only ``"data"`` at dim -1, so ``max_plate_nesting = 1``; vectorised ELBO
+particles add a dimension on the left of ``z``, which the decoder broadcasts.
+Nothing in the model reads a tensor's value back to the host, so a step can be
+captured in a CUDA graph.
+"""
+
+from typing import Optional, Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from ..errors import ZooError
+
+__all__ = ["Decoder", "vae", "data_plate", "create_data_plate",
+           "IMAGE_SIZE", "LATENT_DIM", "HIDDEN_SIZES", "ACTIVATIONS", "MAX_PLATE_NESTING"]
+
+IMAGE_SIZE = 784
+LATENT_DIM = 50
+HIDDEN_SIZES = (200, 200)
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+MAX_PLATE_NESTING = 1
+
+
+def multilayer_perceptron(input_size: int, hidden_sizes: Sequence[int], activation: str) -> nn.Sequential:
+    """Linear layers of ``hidden_sizes`` widths, each followed by ``activation`` ("tanh" or "relu")."""
+    if activation not in ACTIVATIONS:
+        raise ZooError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}.")
+    layers = []
+    for width in hidden_sizes:
+        layers += [nn.Linear(input_size, width), ACTIVATIONS[activation]()]
+        input_size = width
+    return nn.Sequential(*layers)
+
+
+class Decoder(nn.Module):
+    """``latent_dim`` -> hidden layers -> 784 Bernoulli logits (IWAE's net by default).
+
+    Works on any leading shape: ``z`` of shape (..., latent_dim) gives logits of
+    shape (..., 784), so vectorised particles pass straight through.
+    """
+
+    def __init__(self, latent_dim: int = LATENT_DIM, hidden_sizes: Sequence[int] = HIDDEN_SIZES,
+                 activation: str = "tanh", image_size: int = IMAGE_SIZE):
+        super().__init__()
+        self.latent_dim, self.image_size = latent_dim, image_size
+        self.hidden = multilayer_perceptron(latent_dim, hidden_sizes, activation)
+        self.logits = nn.Linear(hidden_sizes[-1] if hidden_sizes else latent_dim, image_size)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.hidden(z))
+
+
+def vae(x: Optional[torch.Tensor], *, decoder: Decoder, latent_dim: int,
+        num_examples: Optional[int] = None, subsample: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The VAE's generative model over a batch of binary images ``x`` (batch, 784).
+
+    Args:
+        x: observed 0/1 images (batch, 784), or ``None`` to draw images from the prior.
+        decoder: the :class:`Decoder`; registered with ``pyro.module("decoder", ...)``.
+        latent_dim: size of each image's latent ``z``.
+        num_examples: the training-set size N, the plate's full size (default: the
+            batch size, i.e. no subsampling). With ``x=None`` and no ``subsample``
+            it is the number of images to draw, and it is then required.
+        subsample: a LongTensor (batch,) of the batch rows' positions in the
+            training set, on the data's device. Without it a batch smaller than
+            ``num_examples`` is still scaled by N / batch (an amortised guide needs
+            no positions), but a per-example guide such as ``AutoNormal`` needs them.
+
+    Returns the Bernoulli logits (..., batch, 784). Images must already be
+    binarised (see :func:`pyro_vi_zoo.data.images.binarize`).
+    """
+    reference = x if x is not None else next(decoder.parameters())
+    # made on the data's device each call: a Python float here would be a host copy per step
+    prior_loc = reference.new_zeros(latent_dim)
+    prior_scale = reference.new_ones(latent_dim)
+    decoder = pyro.module("decoder", decoder)
+    with data_plate(x, num_examples, subsample, reference.device):
+        z = pyro.sample("z", dist.Normal(prior_loc, prior_scale).to_event(1))
+        logits = decoder(z)
+        pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+    return logits
+
+
+def data_plate(x: Optional[torch.Tensor], num_examples: Optional[int], subsample: Optional[torch.Tensor],
+               device: torch.device) -> pyro.plate:
+    """The plate ``"data"`` of the model and its guides: full size N, this batch's size and positions.
+
+    The batch size comes from ``x``, else ``subsample``, else ``num_examples``;
+    the full size is ``num_examples``, defaulting to the batch size.
+    """
+    if x is not None:
+        batch_size = x.shape[0]
+    elif subsample is not None:
+        batch_size = subsample.shape[0]
+    elif num_examples is not None:
+        batch_size = num_examples
+    else:
+        raise ZooError("vae(x=None) needs num_examples (how many images to draw) or subsample.")
+    return pyro.plate("data", num_examples or batch_size, subsample_size=batch_size, subsample=subsample,
+                      dim=-1, device=device)
+
+
+def create_data_plate(x: Optional[torch.Tensor], *, num_examples: Optional[int] = None,
+                      subsample: Optional[torch.Tensor] = None, **model_options) -> pyro.plate:
+    """``create_plates`` for Pyro's auto guides on :func:`vae`: the model's plate, same batch positions.
+
+    Without it an ``AutoNormal`` would draw its own random positions for the batch
+    and fit the wrong rows of its per-example parameters. Takes the model's
+    arguments (``decoder``, ``latent_dim`` are ignored), e.g.
+    ``AutoNormal(model, create_plates=create_data_plate)``.
+    """
+    device = x.device if x is not None else (subsample.device if subsample is not None else None)
+    return data_plate(x, num_examples, subsample, device)
