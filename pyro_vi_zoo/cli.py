@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="runs", help="folder for results; a timestamped subfolder is made (default: runs)")
     parser.add_argument("--eval-samples", type=int,
                         help="posterior draws for scores and figures (default: 1000; with --fast: 100)")
+    parser.add_argument("--is-samples", type=int,
+                        help="importance samples per test example for log-likelihoods of models with local "
+                             "latents (default: 5000, as in the IWAE paper; with --fast: 100)")
     parser.add_argument("--fast", action="store_true",
                         help="the models' fast settings for a smoke test (the tests use it); explicit flags still win")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -146,13 +149,15 @@ def run(argv: Optional[List[str]] = None) -> int:
         raise ZooError(f"--threads must be at least 1, got {args.threads}.")
     torch.set_num_threads(args.threads)
     eval_samples = args.eval_samples if args.eval_samples is not None else (100 if args.fast else 1000)
-    if eval_samples < 1:
-        raise ZooError(f"--eval-samples must be at least 1, got {eval_samples}.")
+    is_samples = args.is_samples if args.is_samples is not None else (100 if args.fast else 5000)
+    for flag, value in (("--eval-samples", eval_samples), ("--is-samples", is_samples)):
+        if value < 1:
+            raise ZooError(f"{flag} must be at least 1, got {value}.")
     data_options, model_opts = split_options(args, family)
     result = compare(
         family, guides=args.guide, data=args.data, data_options=data_options, model_options=model_opts,
         out=args.out, num_eval_samples=eval_samples, num_elbo_particles=100 if args.fast else 1000,
-        num_is_samples=100 if args.fast else 5000, fast=args.fast, **settings_from(args),
+        num_is_samples=is_samples, fast=args.fast, **settings_from(args),
     )
     if not result.table.empty:
         print(summary(result.metrics))

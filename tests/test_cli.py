@@ -164,6 +164,7 @@ COMMON_FLAGS = {  # flag -> (its arguments, a check of what reached compare())
     "--threads": (["1"], lambda call: torch.get_num_threads() == 1),
     "--out": (["elsewhere"], lambda call: call["out"] == "elsewhere"),
     "--eval-samples": (["40"], lambda call: call["num_eval_samples"] == 40),  # explicit beats --fast's 100
+    "--is-samples": (["30"], lambda call: call["num_is_samples"] == 30),
     "--fast": ([], lambda call: call["fast"] is True and call["num_elbo_particles"] == 100),
     "--no-progress": ([], lambda call: call["progress"] is False),
 }
