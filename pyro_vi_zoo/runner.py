@@ -132,6 +132,9 @@ def resolve_rows(family: Family, guides) -> List:
 def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, settings: FitSettings) -> FitResult:
     """Fit one guide on a prepared data set (the engine, with the setup's keywords or minibatch epochs)."""
     settings = settings.replace(**choice.settings) if choice.settings else settings
+    if settings.elbo == "stl" and not choice.has_density:
+        raise ZooError(f"--elbo stl needs a guide with a density; {choice.name!r} is a point estimate "
+                       "(its ELBO has no entropy term to stick); use --elbo trace for it.")
     train_kwargs, batches = {}, None
     if settings.batch_size is not None and setup.make_batch is not None:
         batches = EpochBatches(setup.make_batch, dataset.num_train, settings.batch_size, dataset.device)

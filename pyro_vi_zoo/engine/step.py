@@ -17,6 +17,7 @@ from pyro import infer
 
 from ..errors import DivergenceError, ZooError
 from .batches import BatchFeeder, copy_into
+from .estimators import ScoreFunctionELBO, STLTraceELBO
 from .result import parameter_scope
 from .settings import FitSettings
 
@@ -27,6 +28,8 @@ ELBOS: Dict[str, Callable] = {
     "enum": infer.TraceEnum_ELBO,
     "renyi": functools.partial(infer.RenyiELBO, alpha=0.5),
     "iwae": functools.partial(infer.RenyiELBO, alpha=0.0),  # the importance-weighted bound (Burda et al. 2016)
+    "stl": STLTraceELBO,  # sticking the landing (Roeder et al. 2017)
+    "score": ScoreFunctionELBO,  # the score-function (REINFORCE) gradient of the same ELBO
     "jit": infer.JitTrace_ELBO,
     "jit_meanfield": infer.JitTraceMeanField_ELBO,
     "jit_enum": infer.JitTraceEnum_ELBO,

@@ -21,7 +21,14 @@ only, gives full (not rank-r) dependence between the latent dimensions, and is t
 published amortised answer to the same question.
 
 Both guides take the model's arguments and use its plate, so the same
-``subsample`` (the batch's positions in the training set) scales both by N / batch.
+``subsample`` (the batch's positions in the training set) and ``scale_to_full_data``
+scale model and guide alike.
+
+* :class:`FreeNormal`: no encoder, one free diagonal Normal per image (a
+  non-amortised guide, like ``AutoNormal`` with ``create_plates``), which can start
+  from an encoder's output. Fitted on test images with the decoder frozen, its
+  optimum is the best q of the encoder's family for each image, so its ELBO minus
+  the encoder's is the amortisation gap (Cremer, Li & Duvenaud 2018).
 """
 
 from typing import Optional, Sequence
@@ -37,7 +44,7 @@ from torch.nn import functional as F
 from ..errors import ZooError
 from ..models.vae import HIDDEN_SIZES, IMAGE_SIZE, LATENT_DIM, data_plate, multilayer_perceptron
 
-__all__ = ["Encoder", "IAFEncoder", "vae_mean_field_guide", "vae_iaf_guide", "MIN_SCALE"]
+__all__ = ["Encoder", "IAFEncoder", "FreeNormal", "vae_mean_field_guide", "vae_iaf_guide", "MIN_SCALE"]
 
 #: keeps q's scales away from zero, where log q and its gradients blow up
 MIN_SCALE = 1e-4
@@ -108,7 +115,8 @@ def _alternating_order(size: int, step: int) -> torch.Tensor:
 
 
 def vae_mean_field_guide(x: torch.Tensor, *, encoder: Encoder, latent_dim: int,
-                         num_examples: Optional[int] = None, subsample: Optional[torch.Tensor] = None) -> None:
+                         num_examples: Optional[int] = None, subsample: Optional[torch.Tensor] = None,
+                         scale_to_full_data: bool = True) -> None:
     """The amortised mean-field guide: z[n] ~ Normal(loc(x[n]), scale(x[n])), independent dimensions.
 
     Same arguments as :func:`~pyro_vi_zoo.models.vae.vae` (``latent_dim`` is fixed
@@ -117,13 +125,14 @@ def vae_mean_field_guide(x: torch.Tensor, *, encoder: Encoder, latent_dim: int,
     """
     _require_images(x)
     encoder = pyro.module("encoder", encoder)
-    with data_plate(x, num_examples, subsample, x.device):
+    with data_plate(x, num_examples, subsample, x.device, scale_to_full_data):
         loc, scale = encoder(x)
         pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
 
 def vae_iaf_guide(x: torch.Tensor, *, encoder: IAFEncoder, latent_dim: int,
-                  num_examples: Optional[int] = None, subsample: Optional[torch.Tensor] = None) -> None:
+                  num_examples: Optional[int] = None, subsample: Optional[torch.Tensor] = None,
+                  scale_to_full_data: bool = True) -> None:
     """The amortised IAF guide: a diagonal Normal per image pushed through flows conditioned on the image.
 
     Same arguments as :func:`vae_mean_field_guide`, with an :class:`IAFEncoder`.
@@ -132,10 +141,41 @@ def vae_iaf_guide(x: torch.Tensor, *, encoder: IAFEncoder, latent_dim: int,
     """
     _require_images(x)
     encoder = pyro.module("encoder", encoder)
-    with data_plate(x, num_examples, subsample, x.device):
+    with data_plate(x, num_examples, subsample, x.device, scale_to_full_data):
         loc, scale, transforms = encoder(x)
         base = dist.Normal(loc, scale).to_event(1)
         pyro.sample("z", dist.TransformedDistribution(base, transforms))
+
+
+class FreeNormal(nn.Module):
+    """A non-amortised guide: a free diagonal Normal q(z[n]) = N(loc[n], scale[n]) per image, no encoder.
+
+    ``loc`` and ``scale`` (num_examples, latent_dim) start at ``init_loc`` and
+    ``init_scale`` (e.g. an encoder's output, or 0 and 1: the prior); the scale is
+    ``softplus(raw) + MIN_SCALE`` like the :class:`Encoder`'s. Called with the
+    model's arguments; ``subsample`` picks the batch's rows. Registered with
+    ``pyro.module("free_normal", ...)``, so the engine finds its parameters.
+    """
+
+    def __init__(self, init_loc: torch.Tensor, init_scale: torch.Tensor):
+        super().__init__()
+        self.loc = nn.Parameter(init_loc.detach().clone())
+        raw = init_scale.detach().clamp_min(2 * MIN_SCALE) - MIN_SCALE
+        self.raw_scale = nn.Parameter(raw + torch.log(-torch.expm1(-raw)))  # the inverse of softplus
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return F.softplus(self.raw_scale) + MIN_SCALE
+
+    def forward(self, x: Optional[torch.Tensor], *, num_examples: Optional[int] = None,
+                subsample: Optional[torch.Tensor] = None, scale_to_full_data: bool = True, **model_options) -> None:
+        pyro.module("free_normal", self)
+        num_examples = num_examples or self.loc.shape[0]
+        with data_plate(x, num_examples, subsample, self.loc.device, scale_to_full_data):
+            loc, scale = self.loc, self.scale
+            if subsample is not None:
+                loc, scale = loc.index_select(0, subsample), scale.index_select(0, subsample)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
 
 def _require_images(x) -> None:

@@ -15,22 +15,37 @@ scaled by N / batch (an unbiased estimate of the full-data ELBO) and a
 non-amortised guide (``AutoNormal``) keeps one set of parameters per training
 image and picks the batch's rows by ``subsample``.
 
+``scale_to_full_data=False`` keeps the plate's full size N and the batch's
+positions but leaves the batch's log-density unscaled. Two reasons to want it:
+every latent of this model is local, so the scale N / batch multiplies the whole
+objective by a constant, which changes neither its optimum nor (Adam being
+invariant to a constant gradient scale) the path to it; and Pyro's ``RenyiELBO``
+(the IWAE bound at alpha = 0) applies a site's scale *inside* its log-mean-exp
+over particles, so with N / batch = s it optimises log mean_k w_k^s per image
+instead of s log mean_k w_k, a tempered bound that is not the IWAE's.
+
+The decoder is a :class:`Decoder` module (registered with ``pyro.module``, Pyro's
+idiom) or a :class:`ParamStoreDecoder`, whose weights are ``pyro.param`` s
+initialised afresh in each parameter store: the zoo's engine runs every fit in a
+param-store scope of its own, so every fit then trains a decoder of its own.
+
 Plates: only ``"data"`` at dim -1, so ``max_plate_nesting = 1``; vectorised ELBO
 particles add a dimension on the left of ``z``, which the decoder broadcasts.
 Nothing in the model reads a tensor's value back to the host, so a step can be
 captured in a CUDA graph.
 """
 
-from typing import Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from ..errors import ZooError
 
-__all__ = ["Decoder", "vae", "data_plate", "create_data_plate",
+__all__ = ["Decoder", "ParamStoreDecoder", "vae", "data_plate", "create_data_plate", "BatchScalePlate",
            "IMAGE_SIZE", "LATENT_DIM", "HIDDEN_SIZES", "ACTIVATIONS", "MAX_PLATE_NESTING"]
 
 IMAGE_SIZE = 784
@@ -69,13 +84,61 @@ class Decoder(nn.Module):
         return self.logits(self.hidden(z))
 
 
-def vae(x: Optional[torch.Tensor], *, decoder: Decoder, latent_dim: int,
-        num_examples: Optional[int] = None, subsample: Optional[torch.Tensor] = None) -> torch.Tensor:
+class ParamStoreDecoder:
+    """A :class:`Decoder` whose weights are ``pyro.param`` s of the active parameter store.
+
+    Each weight is registered like ``pyro.module("decoder", ...)`` registers a network's
+    (``decoder$$$hidden.0.weight``, ...), but a store that lacks them gets a freshly
+    initialised decoder, not the weights of one shared module. So a model bound to
+    one ``ParamStoreDecoder`` can be fitted many times, each fit in a param-store
+    scope of its own (as the zoo's engine runs them), and every fit trains, and is
+    later scored with, its own decoder. Not an ``nn.Module``: it holds no weights.
+    """
+
+    def __init__(self, latent_dim: int = LATENT_DIM, hidden_sizes: Sequence[int] = HIDDEN_SIZES,
+                 activation: str = "tanh", image_size: int = IMAGE_SIZE, device=None, name: str = "decoder"):
+        self.options = dict(latent_dim=latent_dim, hidden_sizes=tuple(hidden_sizes), activation=activation,
+                            image_size=image_size)
+        self.latent_dim, self.name, self.device = latent_dim, name, device
+        self.architecture = Decoder(**self.options).to(device)  # the forward pass only; its weights are never used
+        self.weight_names = [name for name, _ in self.architecture.named_parameters()]
+
+    def weights(self) -> Dict[str, torch.Tensor]:
+        """The active store's decoder weights, by module name; a fresh initialisation where it has none."""
+        fresh = {}
+
+        def initial(weight_name):
+            def make():
+                if not fresh:
+                    fresh.update((name, value.detach().clone())
+                                 for name, value in Decoder(**self.options).to(self.device).named_parameters())
+                return fresh[weight_name]
+            return make
+
+        return {name: pyro.param(f"{self.name}$$${name}", initial(name)) for name in self.weight_names}
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.architecture, self.weights(), (z,))
+
+    def module(self) -> Decoder:
+        """A frozen :class:`Decoder` (no gradients, eval mode) holding a copy of the active store's weights."""
+        decoder = Decoder(**self.options).to(self.device)
+        with torch.no_grad():
+            for name, value in self.weights().items():
+                decoder.get_parameter(name).copy_(value)
+        return decoder.requires_grad_(False).eval()
+
+
+def vae(x: Optional[torch.Tensor], *, decoder: Union[Decoder, ParamStoreDecoder, Callable], latent_dim: int,
+        num_examples: Optional[int] = None, subsample: Optional[torch.Tensor] = None,
+        scale_to_full_data: bool = True) -> torch.Tensor:
     """The VAE's generative model over a batch of binary images ``x`` (batch, 784).
 
     Args:
         x: observed 0/1 images (batch, 784), or ``None`` to draw images from the prior.
-        decoder: the :class:`Decoder`; registered with ``pyro.module("decoder", ...)``.
+        decoder: a :class:`Decoder` (registered with ``pyro.module("decoder", ...)``; a
+            frozen one, ``requires_grad_(False).eval()``, is used as it is), or a
+            :class:`ParamStoreDecoder` (weights in the active parameter store).
         latent_dim: size of each image's latent ``z``.
         num_examples: the training-set size N, the plate's full size (default: the
             batch size, i.e. no subsampling). With ``x=None`` and no ``subsample``
@@ -84,28 +147,53 @@ def vae(x: Optional[torch.Tensor], *, decoder: Decoder, latent_dim: int,
             training set, on the data's device. Without it a batch smaller than
             ``num_examples`` is still scaled by N / batch (an amortised guide needs
             no positions), but a per-example guide such as ``AutoNormal`` needs them.
+        scale_to_full_data: scale the batch's log-density by N / batch (default), or
+            not (see the module docstring: needed for the IWAE bound of ``RenyiELBO``).
 
     Returns the Bernoulli logits (..., batch, 784). Images must already be
     binarised (see :func:`pyro_vi_zoo.data.images.binarize`).
     """
-    reference = x if x is not None else next(decoder.parameters())
+    device = x.device if x is not None else _decoder_device(decoder)
+    reference = torch.empty((), device=device) if x is None else x
     # made on the data's device each call: a Python float here would be a host copy per step
     prior_loc = reference.new_zeros(latent_dim)
     prior_scale = reference.new_ones(latent_dim)
-    decoder = pyro.module("decoder", decoder)
-    with data_plate(x, num_examples, subsample, reference.device):
+    if isinstance(decoder, nn.Module) and any(p.requires_grad for p in decoder.parameters()):
+        decoder = pyro.module("decoder", decoder)
+    with data_plate(x, num_examples, subsample, device, scale_to_full_data):
         z = pyro.sample("z", dist.Normal(prior_loc, prior_scale).to_event(1))
         logits = decoder(z)
         pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
     return logits
 
 
+def _decoder_device(decoder) -> torch.device:
+    if isinstance(decoder, nn.Module):
+        return next(decoder.parameters()).device
+    return torch.device(getattr(decoder, "device", None) or "cpu")
+
+
+class BatchScalePlate(pyro.plate):
+    """``pyro.plate`` over N rows that visits a subsample without scaling log-densities by N / batch.
+
+    The plate keeps what a subsampled plate gives a guide (the full size N for
+    per-example parameters, the batch's positions); only the scale is left as the
+    enclosing handlers set it.
+    """
+
+    def _process_message(self, msg) -> None:
+        scale = msg["scale"]
+        super()._process_message(msg)
+        msg["scale"] = scale
+
+
 def data_plate(x: Optional[torch.Tensor], num_examples: Optional[int], subsample: Optional[torch.Tensor],
-               device: torch.device) -> pyro.plate:
+               device: torch.device, scale_to_full_data: bool = True) -> pyro.plate:
     """The plate ``"data"`` of the model and its guides: full size N, this batch's size and positions.
 
     The batch size comes from ``x``, else ``subsample``, else ``num_examples``;
-    the full size is ``num_examples``, defaulting to the batch size.
+    the full size is ``num_examples``, defaulting to the batch size. With
+    ``scale_to_full_data=False`` the batch is not scaled by N / batch (:class:`BatchScalePlate`).
     """
     if x is not None:
         batch_size = x.shape[0]
@@ -115,13 +203,15 @@ def data_plate(x: Optional[torch.Tensor], num_examples: Optional[int], subsample
         batch_size = num_examples
     else:
         raise ZooError("vae(x=None) needs num_examples (how many images to draw) or subsample.")
-    return pyro.plate("data", num_examples or batch_size, subsample_size=batch_size, subsample=subsample,
-                      dim=-1, device=device)
+    plate = pyro.plate if scale_to_full_data else BatchScalePlate
+    return plate("data", num_examples or batch_size, subsample_size=batch_size, subsample=subsample,
+                 dim=-1, device=device)
 
 
 def create_data_plate(x: Optional[torch.Tensor], *, num_examples: Optional[int] = None,
-                      subsample: Optional[torch.Tensor] = None, **model_options) -> pyro.plate:
-    """``create_plates`` for Pyro's auto guides on :func:`vae`: the model's plate, same batch positions.
+                      subsample: Optional[torch.Tensor] = None, scale_to_full_data: bool = True,
+                      **model_options) -> pyro.plate:
+    """``create_plates`` for Pyro's auto guides on :func:`vae`: the model's plate, same batch positions and scale.
 
     Without it an ``AutoNormal`` would draw its own random positions for the batch
     and fit the wrong rows of its per-example parameters. Takes the model's
@@ -129,4 +219,4 @@ def create_data_plate(x: Optional[torch.Tensor], *, num_examples: Optional[int] 
     ``AutoNormal(model, create_plates=create_data_plate)``.
     """
     device = x.device if x is not None else (subsample.device if subsample is not None else None)
-    return data_plate(x, num_examples, subsample, device)
+    return data_plate(x, num_examples, subsample, device, scale_to_full_data)

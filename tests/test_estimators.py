@@ -1,0 +1,125 @@
+"""Gradient estimators against known answers: sticking the landing has zero variance at the exact posterior
+and is unbiased away from it; the score-function gradient is unbiased with a larger variance."""
+
+import functools
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
+
+from pyro_vi_zoo import fit
+from pyro_vi_zoo.data.regression import cubic_arrays
+from pyro_vi_zoo.engine import ELBOS
+from pyro_vi_zoo.errors import ZooError
+from pyro_vi_zoo.models import bayes_regression
+from pyro_vi_zoo.scoring.references import linear_regression_posterior
+
+PRIOR, NOISE = 2.0, 0.5
+
+
+@pytest.fixture
+def regression(device):
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(40, 2, generator=generator, dtype=torch.float64)
+    y = features @ torch.tensor([1.0, -0.5], dtype=torch.float64) + 0.3 + NOISE * torch.randn(40, generator=generator,
+                                                                                             dtype=torch.float64)
+    loc, cov, _ = linear_regression_posterior(features, y, PRIOR, NOISE)
+    model = functools.partial(bayes_regression, prior_scale=PRIOR, noise_scale=NOISE)
+    return model, features.to(device), y.to(device), loc.to(device), cov.to(device)
+
+
+def guide_at(model, args, loc, cov):
+    """AutoMultivariateNormal set to N(loc, cov) over (weight, bias)."""
+    guide = AutoMultivariateNormal(model)
+    guide(*args)
+    cholesky = torch.linalg.cholesky(cov)
+    with torch.no_grad():
+        guide.loc.copy_(loc)
+        guide.scale = cholesky.diagonal()
+        guide.scale_tril = cholesky / cholesky.diagonal()[:, None]
+    return guide
+
+
+def gradients(elbo_name, model, guide, args, draws: int) -> torch.Tensor:
+    """One gradient of the negative ELBO per draw, flattened over the guide's parameters: (draws, P)."""
+    elbo = ELBOS[elbo_name](num_particles=1)
+    params = list(guide.parameters())
+    rows = []
+    for _ in range(draws):
+        loss = elbo.differentiable_loss(model, guide, *args)
+        rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]))
+    return torch.stack(rows)
+
+
+def test_stl_gradient_is_zero_at_the_exact_posterior_while_trace_elbos_is_not(regression):
+    model, features, y, loc, cov = regression
+    with pyro.settings.context(module_local_params=True):
+        guide = guide_at(model, (features, y), loc, cov)
+        pyro.set_rng_seed(0)
+        stl = gradients("stl", model, guide, (features, y), draws=20)
+        trace = gradients("trace", model, guide, (features, y), draws=20)
+    assert float(stl.abs().max()) < 1e-8  # zero for every draw, to float64 precision
+    assert float(trace.var(0).max()) > 1.0  # the score term's noise: positive variance at the optimum
+
+
+def test_stl_and_score_function_are_unbiased_away_from_the_optimum(regression):
+    """Mean gradients over many draws agree with Trace_ELBO's within their Monte Carlo errors."""
+    model, features, y, loc, cov = regression
+    with pyro.settings.context(module_local_params=True):
+        guide = guide_at(model, (features, y), loc + 0.3 * cov.diagonal().sqrt(), 2.0 * cov)
+        pyro.set_rng_seed(1)
+        estimates = {name: gradients(name, model, guide, (features, y), draws=500) for name in ("trace", "stl", "score")}
+    reference = estimates["trace"]
+    for name in ("stl", "score"):
+        difference = estimates[name].mean(0) - reference.mean(0)
+        error = (estimates[name].var(0) / 500 + reference.var(0) / 500).sqrt()
+        assert torch.all(difference.abs() < 4 * error + 1e-9), (name, difference, error)
+    assert float(estimates["score"].var(0).sum()) > 10 * float(estimates["trace"].var(0).sum())
+
+
+@pytest.mark.parametrize("guide", ["mean_field", "auto_normal", "auto_diag_normal", "auto_mvn", "auto_lowrank_mvn",
+                                   "auto_iaf"])
+def test_stl_fits_every_reparameterised_guide(guide, device):
+    result = fit("bayes_regression", guide, data=cubic_arrays(300, seed=2), elbo="stl", steps=200, seed=0,
+                 progress=False)
+    assert result.losses[-20:].mean() < result.losses[:20].mean() - 20
+
+
+def test_stl_refuses_point_estimates_and_guides_without_rsample(device):
+    with pytest.raises(ZooError, match="--elbo stl needs a guide with a density; 'auto_delta'"):
+        fit("bayes_regression", "auto_delta", data=cubic_arrays(100), elbo="stl", steps=5, progress=False)
+
+    def coin(flips):
+        p = pyro.sample("p", dist.Beta(flips.new_ones(()), 1.0))
+        with pyro.plate("data", flips.shape[0]):
+            pyro.sample("flips", dist.Bernoulli(p), obs=flips)
+
+    class NoRsampleBeta(dist.Beta):
+        has_rsample = False
+
+    def discrete_guide(flips):
+        pyro.sample("p", NoRsampleBeta(flips.new_ones(()), 1.0))
+
+    flips = torch.tensor([1.0, 0.0, 1.0], device=device)
+    with pytest.raises(ZooError, match="site 'p' samples from NoRsampleBeta, which has no rsample"):
+        ELBOS["stl"]().differentiable_loss(coin, discrete_guide, flips)
+
+
+def test_score_function_elbo_has_the_same_value_as_trace_elbo(device):
+    """Only the gradient differs: with one fixed draw both losses are the same number."""
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(x.new_zeros(()), 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    x = torch.randn(10, device=device)
+    with pyro.settings.context(module_local_params=True):
+        guide = AutoNormal(model)
+        guide(x)
+        values = []
+        for name in ("trace", "stl", "score"):
+            pyro.set_rng_seed(3)
+            values.append(float(ELBOS[name]().differentiable_loss(model, guide, x).detach()))
+    assert values[0] == pytest.approx(values[1], abs=1e-5) and values[0] == pytest.approx(values[2], abs=1e-5)
