@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fast", action="store_true",
                         help="the models' fast settings for a smoke test (the tests use it); explicit flags still win")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--arviz", action="store_true",
+                        help="also write each guide's draws as ArviZ InferenceData (netCDF) in the run folder "
+                             "(needs pip install -e '.[arviz]')")
     group = parser.add_argument_group("model-specific options (see --list for which model takes which)")
     for option in model_options().values():
         group.add_argument(option.flag, type=option.type, choices=option.choices, default=None,
@@ -157,7 +160,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     result = compare(
         family, guides=args.guide, data=args.data, data_options=data_options, model_options=model_opts,
         out=args.out, num_eval_samples=eval_samples, num_elbo_particles=100 if args.fast else 1000,
-        num_is_samples=is_samples, fast=args.fast, **settings_from(args),
+        num_is_samples=is_samples, fast=args.fast, arviz=args.arviz, **settings_from(args),
     )
     if not result.table.empty:
         print(summary(result.metrics))

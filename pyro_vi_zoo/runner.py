@@ -27,7 +27,7 @@ from .errors import DivergenceError, ZooError
 from .family import Family, Setup
 from .guides.auto import AUTO_GUIDES
 from .registry import get_family
-from .runs import atomic_torch_save, make_run_dir, save_figure, write_json, write_table
+from .runs import atomic_torch_save, atomic_write, make_run_dir, save_figure, write_json, write_table
 from .scoring import Baseline, Budget, Reference
 
 
@@ -195,6 +195,7 @@ def compare(
     num_elbo_particles: int = 1000,
     num_is_samples: int = 5000,
     draw_figures: bool = True,
+    arviz: bool = False,
     fast: bool = False,
     **overrides,
 ) -> Comparison:
@@ -209,6 +210,8 @@ def compare(
         num_elbo_particles: importance samples for the ELBO and PSIS k̂ (global latents).
         num_is_samples: importance samples per example for test log-likelihoods (local latents).
         draw_figures: draw the figures (written to ``out`` when set).
+        arviz: also write each fit's draws of the compared sites and its posterior predictive as ArviZ
+            InferenceData, ``out/.../inference_data/<guide>.nc`` (needs the ``arviz`` extra).
 
     Returns:
         A :class:`Comparison`; ``table`` has one row per guide; a guide that diverged
@@ -218,10 +221,10 @@ def compare(
     settings = family_settings(family, settings, overrides, fast)
     with seeded(settings.seed):
         return _compare(family, guides, data, settings, data_options, model_options, out, fast,
-                        Budget(num_eval_samples, num_elbo_particles, num_is_samples), draw_figures)
+                        Budget(num_eval_samples, num_elbo_particles, num_is_samples), draw_figures, arviz)
 
 
-def _compare(family, guides, data, settings, data_options, model_options, out, fast, budget, draw_figures):
+def _compare(family, guides, data, settings, data_options, model_options, out, fast, budget, draw_figures, arviz):
     dataset, setup = prepare(family, data, settings, data_options, model_options)
     baselines = getattr(family.scoring, "baselines", {})
     rows = [row if (isinstance(row, str) and row in baselines) else guide_choice(row, setup, family)
@@ -250,9 +253,11 @@ def _compare(family, guides, data, settings, data_options, model_options, out, f
             result.table = pd.DataFrame(records)
             if run_dir is not None:
                 write_table(run_dir, result.table)
-                if record["guide"] in result.fits:
-                    atomic_torch_save(result.fits[record["guide"]].parameters(),
-                                      run_dir / "parameters" / f"{record['guide']}.pt")
+                if fitted is not None:
+                    atomic_torch_save(fitted.parameters(), run_dir / "parameters" / f"{record['guide']}.pt")
+                    if arviz and sites:
+                        write_inference_data(fitted, sites, budget.num_eval_samples,
+                                             run_dir / "inference_data" / f"{record['guide']}.nc")
     except KeyboardInterrupt:
         result.interrupted = True
     if draw_figures and result.fits:
@@ -277,6 +282,12 @@ def _run_row(row, family, setup, dataset, settings, reference, sites, budget, re
     result.fits[row.name] = fitted
     scores = family.scoring.score(fitted, dataset, reference, sites, budget, result.draws)
     return {"guide": row.name, "status": "ok", **scores}
+
+
+def write_inference_data(fitted: FitResult, sites, num_samples: int, path: Path) -> None:
+    """One fit's draws as ArviZ InferenceData in netCDF, written atomically."""
+    inference_data = fitted.to_inference_data(num_samples, sites)
+    atomic_write(path, lambda temporary: inference_data.to_netcdf(temporary))
 
 
 def check_guide_sites(choice: GuideChoice, setup: Setup, dataset) -> None:

@@ -16,7 +16,7 @@ import torch
 import pyro_vi_zoo.cli as cli
 from pyro_vi_zoo.cli import build_parser, main
 from pyro_vi_zoo.runner import Comparison
-from pyro_vi_zoo.errors import DivergenceError
+from pyro_vi_zoo.errors import DivergenceError, ZooError
 
 import pyro_vi_zoo.runner as runner
 
@@ -167,6 +167,7 @@ COMMON_FLAGS = {  # flag -> (its arguments, a check of what reached compare())
     "--is-samples": (["30"], lambda call: call["num_is_samples"] == 30),
     "--fast": ([], lambda call: call["fast"] is True and call["num_elbo_particles"] == 100),
     "--no-progress": ([], lambda call: call["progress"] is False),
+    "--arviz": ([], lambda call: call["arviz"] is True),
 }
 FAMILY_FLAGS = {
     "bayes_regression": {
@@ -234,3 +235,28 @@ def test_a_run_where_every_guide_diverged_exits_1_and_says_why(tmp_path, monkeyp
     assert "bayes_regression/auto_normal diverged: the loss became nan" in err
     table = pd.read_csv(only_run_dir(tmp_path) / "results.csv")
     assert list(table["status"]) == ["diverged", "diverged"] and table["error"].str.contains("step 3").all()
+
+
+def test_arviz_export_writes_inference_data_per_guide(tmp_path):
+    arviz = pytest.importorskip("arviz")
+    assert run_cli("bayes_regression", "--guide", "mean_field", "--guide", "auto_delta", "--fast", "--arviz",
+                   "--eval-samples", "50", "--out", tmp_path, "--no-progress") == 0
+    run_dir = only_run_dir(tmp_path)
+    data = arviz.from_netcdf(run_dir / "inference_data" / "mean_field.nc")
+    assert data.posterior["weight"].shape == (1, 50, 3) and data.posterior["bias"].shape == (1, 50)
+    assert data.posterior_predictive["y"].shape == (1, 50, 8000) and data.observed_data["y"].shape == (8000,)
+    assert (run_dir / "inference_data" / "auto_delta.nc").exists()
+
+
+def test_arviz_missing_is_one_clear_line(monkeypatch):
+    import builtins
+
+    from pyro_vi_zoo import fit
+    from pyro_vi_zoo.data.regression import cubic_arrays
+
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *args, **kwargs: (
+        (_ for _ in ()).throw(ImportError(name)) if name == "arviz" else real_import(name, *args, **kwargs)))
+    result = fit("bayes_regression", "auto_normal", data=cubic_arrays(100), steps=5, progress=False)
+    with pytest.raises(ZooError, match=r"ArviZ export needs arviz: pip install -e '.\[arviz\]'"):
+        result.to_inference_data(10)

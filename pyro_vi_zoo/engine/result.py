@@ -75,6 +75,29 @@ class FitResult:
             trace = pyro.poutine.trace(self._vectorized(self.guide, num_samples)).get_trace(*self.args)
         return {site: trace.nodes[site]["value"].reshape((num_samples,) + shapes[site]) for site in sites}
 
+    def to_inference_data(self, num_samples: int = 1000, sites=None, predictive: bool = True):
+        """Guide draws as an ArviZ ``InferenceData`` (one chain): ``posterior`` holds ``sites`` (default:
+        every latent site), ``posterior_predictive`` and ``observed_data`` the model's observed sites at
+        the training data when ``predictive``. Needs the optional ``arviz`` extra."""
+        try:
+            import arviz
+        except ImportError:
+            from ..errors import ZooError
+
+            raise ZooError("ArviZ export needs arviz: pip install -e '.[arviz]' (or pip install arviz).") from None
+        draws = self.sample_posterior(num_samples, sites)
+        as_numpy = lambda values: {name: value.detach().cpu().numpy()[None] for name, value in values.items()}
+        groups = {"posterior": as_numpy(draws)}
+        if predictive:
+            trace = self.vectorized_trace(*self.args, num_samples=num_samples)
+            observed = {name: site for name, site in trace.nodes.items()
+                        if site["type"] == "sample" and site["is_observed"]}
+            with torch.no_grad():
+                groups["posterior_predictive"] = as_numpy({name: site["fn"].sample().reshape((num_samples,) + tuple(
+                    site["value"].shape)) for name, site in observed.items()})
+            groups["observed_data"] = {name: site["value"].detach().cpu().numpy() for name, site in observed.items()}
+        return arviz.from_dict(**groups)
+
     def vectorized_trace(self, *args, num_samples: int, **kwargs):
         """A model trace at ``args`` with ``num_samples`` guide draws batched along dim ``-(max_plate_nesting + 1)``.
 
