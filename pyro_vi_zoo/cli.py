@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check distribution arguments at every step, not only the first (slower)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", type=device_name, help=DEVICE_HELP + " (default: auto)")
+    parser.add_argument("--capture", choices=("auto", "on", "off"),
+                        help="record each SVI step as a CUDA graph and replay it: auto (on CUDA), on (CUDA "
+                             "required), off (default: auto)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch; the default models are small, where more threads "
                              "mostly add OpenMP overhead (raise it for large networks) (default: 1)")
@@ -109,6 +112,7 @@ def settings_from(args) -> Dict:
     chosen = {
         "steps": args.steps, "lr": args.lr, "lr_decay": args.lr_decay, "optimizer": args.optimizer,
         "num_particles": args.num_particles, "elbo": args.elbo, "batch_size": args.batch_size, "epochs": args.epochs,
+        "capture": args.capture,
         "restarts": args.restarts,
     }
     settings = {k: v for k, v in chosen.items() if v is not None}

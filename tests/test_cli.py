@@ -161,6 +161,7 @@ COMMON_FLAGS = {  # flag -> (its arguments, a check of what reached compare())
     "--validate": ([], lambda call: call["validate"] is True),
     "--seed": (["7"], lambda call: call["seed"] == 7),
     "--device": (["cpu"], lambda call: call["device"] == "cpu"),
+    "--capture": (["off"], lambda call: call["capture"] == "off"),
     "--threads": (["1"], lambda call: torch.get_num_threads() == 1),
     "--out": (["elsewhere"], lambda call: call["out"] == "elsewhere"),
     "--eval-samples": (["40"], lambda call: call["num_eval_samples"] == 40),  # explicit beats --fast's 100

@@ -471,15 +471,20 @@ def _split_table(table: np.ndarray, test_fraction: float, seed: int) -> Tuple[np
 
 
 def generated_ratings(num_users: int = 300, num_items: int = 200, rank: int = 5, density: float = 0.06,
-                      seed: int = 0, test_fraction: float = 0.2, *, orientation: str = "item") -> RatingsDataset:
+                      seed: int = 0, test_fraction: float = 0.2, *, orientation: str = "item",
+                      split_seed: Optional[int] = None) -> RatingsDataset:
     """The embedded default: :func:`generate_ratings`, split at random 80/20 (seeded), on the 1..5 scale.
 
-    The same ratings as :func:`write_movielens_100k` writes with the same arguments
-    and :func:`read_movielens_100k` then reads back as split ``u1``.
+    ``seed`` makes the ratings; ``split_seed`` (default: ``seed``) the train/test split,
+    so several splits of the same ratings can be compared. With ``split_seed`` left
+    out these are the ratings :func:`write_movielens_100k` writes with the same
+    arguments and :func:`read_movielens_100k` then reads back as split ``u1``.
     """
-    train, test = _split_table(generate_ratings(num_users, num_items, rank, density, seed), test_fraction, seed)
-    return ratings_dataset(train, test, name="generated", orientation=orientation, rating_scale=(1, 5),
-                           source="generated")
+    split_seed = seed if split_seed is None else split_seed
+    table = generate_ratings(num_users, num_items, rank, density, seed)
+    train, test = _split_table(table, test_fraction, split_seed)
+    name = "generated" if split_seed == seed else f"generated:split{split_seed}"
+    return ratings_dataset(train, test, name=name, orientation=orientation, rating_scale=(1, 5), source="generated")
 
 
 def write_movielens_100k(folder, table: Optional[np.ndarray] = None, *, split: str = "u1", test_fraction: float = 0.2,

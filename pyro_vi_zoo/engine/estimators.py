@@ -1,6 +1,6 @@
 """Gradient estimators of the ELBO that Pyro lacks: sticking the landing, and the plain score function.
 
-Both keep the ELBO's value and change only its gradient, as subclasses of Pyro's ``Trace_ELBO``:
+Both keep the ELBO's value and change only its gradient:
 
 * ``STLTraceELBO`` (Roeder, Wu & Duvenaud 2017, "Sticking the landing"): the total derivative of
   log q(z(ε, φ); φ) has a path term and a score term, E_q[∇_φ log q(z; φ)] = 0. Dropping the score term
@@ -21,18 +21,18 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import ZooError
+from .elbos import SyncFreeTraceELBO
 
 
-class STLTraceELBO(Trace_ELBO):
-    """Trace_ELBO with the sticking-the-landing gradient for reparameterised guide sites."""
+class STLTraceELBO(SyncFreeTraceELBO):
+    """Trace_ELBO with the sticking-the-landing gradient for reparameterised guide sites (no host sync)."""
 
-    def _differentiable_loss_particle(self, model_trace, guide_trace):
+    def _particle_loss(self, model_trace, guide_trace):
         for site in guide_trace.nodes.values():
             if site["type"] == "sample" and not site_is_subsample(site) and not site["fn"].has_rsample:
                 raise ZooError(f"--elbo stl needs a reparameterised guide, but site {site['name']!r} samples "
                                f"from {type(site['fn']).__name__}, which has no rsample; use --elbo trace.")
-        loss, surrogate_loss = super()._differentiable_loss_particle(model_trace, guide_trace)
-        return loss, surrogate_loss - self._score_terms(guide_trace)
+        return super()._particle_loss(model_trace, guide_trace) - self._score_terms(guide_trace)
 
     @staticmethod
     def _score_terms(guide_trace) -> torch.Tensor:

@@ -32,7 +32,8 @@ UNSET: Any = _Unset()
 
 DEFAULTS: Dict[str, Any] = dict(
     steps=1500, lr=0.05, lr_decay=0.1, optimizer="adam", clip_norm=10.0, elbo="trace", num_particles=1,
-    batch_size=None, epochs=None, restarts=1, seed=None, device="auto", log_every=50, validate=False, progress=True,
+    batch_size=None, epochs=None, restarts=1, seed=None, device="auto", capture="auto", log_every=50, validate=False,
+    progress=True,
 )
 
 
@@ -51,7 +52,8 @@ class FitSettings:
     ``seed`` ``None`` uses the caller's random state as it is; a seed makes the fit
     reproducible and leaves the caller's random state as it found it.
     ``validate`` checks distribution arguments at every step, not only at the
-    warm-up call.
+    warm-up call. ``capture`` records the step as a CUDA graph: ``auto`` on CUDA,
+    ``on`` (CUDA required), ``off``.
     """
 
     steps: int = UNSET
@@ -66,6 +68,7 @@ class FitSettings:
     restarts: int = UNSET
     seed: Optional[int] = UNSET
     device: str = UNSET
+    capture: str = UNSET
     log_every: int = UNSET
     validate: bool = UNSET
     progress: bool = UNSET
@@ -110,6 +113,7 @@ def validate(settings: FitSettings) -> FitSettings:
     _require(s.elbo in ELBO_NAMES, f"unknown elbo {s.elbo!r}; choose one of: {', '.join(ELBO_NAMES)}.")
     _require(s.optimizer in OPTIMIZERS, f"unknown optimizer {s.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}.")
     _require(s.clip_norm > 0, f"clip_norm must be positive, got {s.clip_norm}.")
+    _require(s.capture in ("auto", "on", "off"), f"unknown capture {s.capture!r}; choose one of: auto, on, off.")
     return settings
 
 

@@ -9,6 +9,7 @@ that the loss is finite.
 """
 
 import functools
+import warnings
 from typing import Callable, Dict, Optional
 
 import pyro
@@ -17,13 +18,15 @@ from pyro import infer
 
 from ..errors import DivergenceError, ZooError
 from .batches import BatchFeeder, copy_into
+from .capture import CaptureFallback, GraphedUpdate, wants_capture
+from .elbos import SyncFreeMeanFieldELBO, SyncFreeTraceELBO
 from .estimators import ScoreFunctionELBO, STLTraceELBO
 from .result import parameter_scope
 from .settings import FitSettings
 
 ELBOS: Dict[str, Callable] = {
-    "trace": infer.Trace_ELBO,
-    "meanfield": infer.TraceMeanField_ELBO,
+    "trace": SyncFreeTraceELBO,  # Pyro's estimators, without host synchronisation
+    "meanfield": SyncFreeMeanFieldELBO,
     "tracegraph": infer.TraceGraph_ELBO,
     "enum": infer.TraceEnum_ELBO,
     "renyi": functools.partial(infer.RenyiELBO, alpha=0.5),
@@ -78,9 +81,17 @@ class SVIStep:
             self.params = self._collect_parameters()
         if not self.params:
             raise ZooError("the guide has no parameters to fit; check that it calls pyro.param or is an AutoGuide.")
-        self.optimizer = _adam(self.params, settings.lr)
-        gamma = settings.lr_decay ** (1.0 / settings.steps)
-        self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=gamma) if gamma < 1 else None
+        self.gamma = settings.lr_decay ** (1.0 / settings.steps)
+        device = self.params[0].device
+        self.graphed = None
+        if wants_capture(settings.capture, device, settings.elbo) and self.differentiable:
+            # a learning rate that lives on the device and decays inside the recorded step
+            self.optimizer = torch.optim.Adam(self.params, lr=torch.tensor(settings.lr, device=device), capturable=True)
+            self.schedule = None
+            self.graphed = GraphedUpdate(self._update)
+        else:
+            self.optimizer = _adam(self.params, settings.lr)
+            self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, self.gamma) if self.gamma < 1 else None
 
     def _collect_parameters(self):
         store = pyro.get_param_store()
@@ -104,17 +115,34 @@ class SVIStep:
         copy_into(self.kwargs, dict(kwargs))
 
     def __call__(self) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
+        """One step; returns the loss as a device tensor (a recorded step's own output tensor when captured)."""
+        if self.graphed is not None:
+            try:
+                return self.graphed()
+            except RuntimeError as error:  # a model or guide that cannot be recorded
+                if self.graphed.graph is not None:
+                    raise
+                warnings.warn(f"running eagerly: recording the step as a CUDA graph failed ({str(error).splitlines()[0]})",
+                              CaptureFallback)
+                self.graphed = None
+        return self._update()
+
+    def _update(self) -> torch.Tensor:
+        captured = self.graphed is not None
+        self.optimizer.zero_grad(set_to_none=not captured)  # a recorded step keeps its gradient tensors
         if self.differentiable:
             loss = self.loss_fn(*self.args, **self.kwargs)
             loss.backward()
         else:
             loss = torch.as_tensor(self.elbo.loss_and_grads(self.model, self.guide, *self.args, **self.kwargs))
         if self.settings.optimizer == "clipped_adam":
-            torch.nn.utils.clip_grad_norm_(self.params, self.settings.clip_norm)
+            torch.nn.utils.clip_grad_norm_(self.params, self.settings.clip_norm, foreach=True)
         self.optimizer.step()
         if self.schedule is not None:
             self.schedule.step()
+        elif captured and self.gamma < 1:
+            for group in self.optimizer.param_groups:
+                group["lr"].mul_(self.gamma)
         return loss.detach()
 
 

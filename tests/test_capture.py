@@ -1,0 +1,64 @@
+"""Recording the SVI step as a CUDA graph: the choice and its refusals here; the recorded fits themselves
+on a GPU (``pytest --device cuda``), against the exact posterior and the eager fit."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_vi_zoo import FitSettings, fit
+from pyro_vi_zoo.cli import main
+from pyro_vi_zoo.data.regression import cubic_arrays
+from pyro_vi_zoo.engine import resolve_settings
+from pyro_vi_zoo.engine.capture import CaptureFallback, wants_capture
+from pyro_vi_zoo.errors import ZooError
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_capture_on_without_cuda_exits_2_with_one_line(capsys, tmp_path):
+    assert main(["bayes_regression", "--capture", "on", "--device", "cpu", "--fast", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "--capture on records the step as a CUDA graph, but this fit runs on cpu" in error
+
+
+def test_auto_records_on_cuda_only_and_refuses_elbos_that_read_back_to_the_host():
+    assert not wants_capture("auto", torch.device("cpu"), "trace")
+    assert wants_capture("auto", torch.device("cuda"), "trace") and wants_capture("on", torch.device("cuda:0"), "stl")
+    assert not wants_capture("off", torch.device("cuda"), "trace")
+    with pytest.warns(CaptureFallback, match="running eagerly: --elbo renyi reads values back to the host"):
+        assert not wants_capture("auto", torch.device("cuda"), "renyi")
+    with pytest.raises(ZooError, match="unknown capture 'always'"):
+        resolve_settings({}, FitSettings(capture="always"))
+
+
+def test_auto_on_the_cpu_fits_eagerly_without_a_warning(device):
+    if device != "cpu":
+        pytest.skip("the CPU path")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CaptureFallback)
+        result = fit("bayes_regression", "mean_field", data=cubic_arrays(200), steps=20, progress=False, device="cpu")
+    assert np.isfinite(result.losses).all()
+
+
+@needs_cuda
+@pytest.mark.parametrize("guide", ["mean_field", "auto_normal"])
+def test_a_captured_fit_reaches_what_the_eager_fit_reaches(guide):
+    common = dict(data=cubic_arrays(2000, seed=4), steps=1500, lr=0.05, seed=0, progress=False, device="cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CaptureFallback)
+        captured = fit("bayes_regression", guide, capture="on", **common)
+    eager = fit("bayes_regression", guide, capture="off", **common)
+    assert np.isfinite(captured.losses).all()
+    assert captured.losses[-100:].mean() == pytest.approx(eager.losses[-100:].mean(), rel=0.02)
+    for name, value in captured.sample_posterior(2000).items():
+        reference = eager.sample_posterior(2000)[name]
+        assert torch.allclose(value.mean(0), reference.mean(0), atol=0.05), name
+
+
+@needs_cuda
+def test_a_captured_minibatch_fit_refills_its_inputs():
+    result = fit("bnn_regression", "mean_field", data=cubic_arrays(2000, seed=4), steps=300, batch_size=128,
+                 seed=0, progress=False, device="cuda", capture="on")
+    assert np.isfinite(result.losses).all() and result.losses[-30:].mean() < result.losses[:30].mean()
