@@ -123,3 +123,98 @@ def test_score_function_elbo_has_the_same_value_as_trace_elbo(device):
             pyro.set_rng_seed(3)
             values.append(float(ELBOS[name]().differentiable_loss(model, guide, x).detach()))
     assert values[0] == pytest.approx(values[1], abs=1e-5) and values[0] == pytest.approx(values[2], abs=1e-5)
+
+
+class Encoder(torch.nn.Module):
+    """A linear-Gaussian amortised guide for probabilistic PCA, started away from the exact posterior."""
+
+    def __init__(self, observed, latent):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.weight = torch.nn.Parameter(0.3 * torch.randn(latent, observed, generator=generator, dtype=torch.float64))
+        self.log_scale = torch.nn.Parameter(torch.full((latent,), -0.5, dtype=torch.float64))
+
+    def forward(self, x, num_examples=None, subsample=None):
+        pyro.module("encoder", self)
+        with pyro.plate("data", num_examples or x.shape[0], subsample=subsample):
+            pyro.sample("z", dist.Normal(x @ self.weight.T, self.log_scale.exp()).to_event(1))
+
+
+def ppca(device, rows=16):
+    """PPCA with zero bias, its exact posterior guide, and a linear encoder a little off the exact posterior
+    (near it, as where a fit spends its time: importance weights are then close to uniform)."""
+    from test_local_latents import LATENT, NOISE, OBSERVED, make_guide, make_model
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(OBSERVED, LATENT, generator=generator, dtype=torch.float64).to(device)
+    bias = torch.zeros(OBSERVED, dtype=torch.float64, device=device)
+    x = 2 * torch.randn(rows, OBSERVED, generator=generator, dtype=torch.float64).to(device)
+    precision = weight.T @ weight + NOISE**2 * torch.eye(LATENT, dtype=torch.float64, device=device)
+    encoder = Encoder(OBSERVED, LATENT).to(device)
+    with torch.no_grad():
+        encoder.weight.mul_(0.1).add_(torch.linalg.solve(precision, weight.T))
+        encoder.log_scale.copy_((NOISE * torch.linalg.inv(precision).diagonal().sqrt()).log() + 0.1)
+    return make_model(weight, bias), make_guide(weight, bias), encoder, weight, bias, x
+
+
+def test_iwae_of_the_exact_posterior_is_the_exact_log_likelihood_for_any_k(device):
+    model, exact_guide, _, weight, bias, x = ppca(device)
+    from test_local_latents import NOISE, OBSERVED
+
+    covariance = weight @ weight.T + NOISE**2 * torch.eye(OBSERVED, dtype=weight.dtype, device=device)
+    exact = float(dist.MultivariateNormal(bias, covariance).log_prob(x).sum())
+    for k in (1, 7):
+        for name in ("iwae", "iwae_dreg"):
+            loss = ELBOS[name](num_particles=k).differentiable_loss(model, exact_guide, x)
+            assert float(loss.detach()) == pytest.approx(-exact, abs=1e-8)
+
+
+def test_iwae_scales_by_n_over_batch_after_the_log_mean_exp(device):
+    """On a minibatch of B of N rows the bound is (N/B) Σ_b log mean_k w_kb (not a log-mean-exp of scaled weights)."""
+    model, _, encoder, weight, bias, x = ppca(device)
+    from test_local_latents import LATENT, NOISE
+
+    rows = torch.arange(4, device=device)
+
+    def subsampled_model(x, num_examples=None, subsample=None):
+        with pyro.plate("data", num_examples or x.shape[0], subsample=subsample):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(LATENT), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ weight.T + bias, NOISE).to_event(1), obs=x)
+
+    with pyro.settings.context(module_local_params=True):
+        pyro.set_rng_seed(2)
+        scaled = ELBOS["iwae"](num_particles=5).differentiable_loss(subsampled_model, encoder, x[:4],
+                                                                    num_examples=16, subsample=rows)
+        pyro.set_rng_seed(2)
+        unscaled = ELBOS["iwae"](num_particles=5).differentiable_loss(subsampled_model, encoder, x[:4])
+    assert float(scaled.detach()) == pytest.approx(4.0 * float(unscaled.detach()), rel=1e-10)
+
+
+def encoder_gradients(name, k, draws, device):
+    model, _, encoder, _, _, x = ppca(device, rows=4)
+    elbo = ELBOS[name](num_particles=k)
+    rows = []
+    with pyro.settings.context(module_local_params=True):
+        for _ in range(draws):
+            loss = elbo.differentiable_loss(model, encoder, x)
+            rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(encoder.parameters()))]))
+    return torch.stack(rows)
+
+
+def test_dreg_is_unbiased_for_the_iwae_gradient(device):
+    pyro.set_rng_seed(4)
+    iwae, dreg = encoder_gradients("iwae", 5, 1500, device), encoder_gradients("iwae_dreg", 5, 1500, device)
+    error = (iwae.var(0) / 1500 + dreg.var(0) / 1500).sqrt()
+    assert torch.all((iwae.mean(0) - dreg.mean(0)).abs() < 4 * error)
+
+
+def test_dreg_signal_to_noise_rises_with_k_where_iwaes_falls(device):
+    """Rainforth et al. (2018): the encoder's gradient SNR of IWAE falls like 1/sqrt(K); DReG's rises."""
+    pyro.set_rng_seed(5)
+
+    def snr(name, k):
+        gradients = encoder_gradients(name, k, 300, device)
+        return float((gradients.mean(0).abs() / gradients.std(0)).median())
+
+    assert snr("iwae", 64) < snr("iwae", 2)
+    assert snr("iwae_dreg", 64) > snr("iwae_dreg", 2)

@@ -13,8 +13,8 @@ from torch.nn import functional as F
 
 from pyro_vi_zoo.data.images import binarize, synthetic_images
 from pyro_vi_zoo.errors import ZooError
-from pyro_vi_zoo.guides.vae import Encoder, IAFEncoder, vae_iaf_guide, vae_mean_field_guide
-from pyro_vi_zoo.models.vae import MAX_PLATE_NESTING, Decoder, create_data_plate, vae
+from pyro_vi_zoo.guides.vae import Encoder, FreeNormal, IAFEncoder, vae_iaf_guide, vae_mean_field_guide
+from pyro_vi_zoo.models.vae import MAX_PLATE_NESTING, Decoder, ParamStoreDecoder, create_data_plate, vae
 
 LATENT_DIM = 3
 HIDDEN = (16,)
@@ -221,3 +221,60 @@ def test_short_fit_raises_the_elbo(device):
         optimizer.step()
     after = elbo_per_image()
     assert after > before + 200, (before, after)
+
+
+# ----------------------------------------------------------------------------- scaling, per-fit decoders, free Normals
+
+
+def test_unscaled_plate_keeps_full_size_and_positions_but_not_the_scale(device):
+    decoder, _ = make_networks(device)
+    x, subsample = binary_images(5, device), torch.tensor([0, 4, 9, 13, 19], device=device)
+    z = torch.randn(5, LATENT_DIM, device=device)
+    conditioned = poutine.condition(vae, data={"z": z})
+    arguments = dict(decoder=decoder, latent_dim=LATENT_DIM, num_examples=20, subsample=subsample)
+    scaled = poutine.trace(conditioned).get_trace(x, **arguments)
+    unscaled = poutine.trace(conditioned).get_trace(x, scale_to_full_data=False, **arguments)
+    assert unscaled.nodes["x"]["scale"] == 1.0 and scaled.nodes["x"]["scale"] == pytest.approx(4.0)
+    frame = unscaled.nodes["z"]["cond_indep_stack"][0]
+    assert (frame.name, frame.size, frame.full_size) == ("data", 5, 20)
+    assert torch.allclose(scaled.log_prob_sum(), 4.0 * unscaled.log_prob_sum(), rtol=1e-5)
+    # an AutoNormal on the unscaled model still keeps one row per training image, unscaled too
+    options = dict(latent_dim=LATENT_DIM, num_examples=20, subsample=subsample, scale_to_full_data=False)
+    guide = AutoNormal(functools.partial(vae, decoder=decoder), create_plates=create_data_plate)
+    guide_trace = poutine.trace(guide).get_trace(x, **options)
+    assert pyro.param("AutoNormal.locs.z").shape == (20, LATENT_DIM) and guide_trace.nodes["z"]["scale"] == 1.0
+
+
+def test_param_store_decoder_gives_every_store_its_own_weights(device):
+    decoder = ParamStoreDecoder(LATENT_DIM, HIDDEN, device=device)
+    z = torch.randn(4, LATENT_DIM, device=device)
+    states = [{"params": {}, "constraints": {}} for _ in range(2)]
+    outputs = []
+    for state in states:
+        with pyro.get_param_store().scope(state):
+            outputs.append(decoder(z))
+            assert torch.equal(decoder(z), outputs[-1])  # created once, then reused
+            assert torch.allclose(decoder.module()(z), outputs[-1])
+    assert not torch.allclose(outputs[0], outputs[1])
+    assert sorted(states[0]["params"]) == sorted(f"decoder$$${name}" for name, _ in Decoder(LATENT_DIM, HIDDEN).named_parameters())
+    with pyro.get_param_store().scope(states[0]):
+        frozen = decoder.module()
+        assert not any(p.requires_grad for p in frozen.parameters()) and not frozen.training
+        logits = vae(binary_images(4, device), decoder=decoder, latent_dim=LATENT_DIM)
+        logits.sum().backward()
+    assert all(value.grad is not None for value in states[0]["params"].values())
+
+
+def test_free_normal_starts_where_asked_and_picks_the_batch_rows(device):
+    loc = torch.randn(10, LATENT_DIM, device=device)
+    scale = torch.rand(10, LATENT_DIM, device=device) + 0.1
+    guide = FreeNormal(loc, scale)
+    torch.testing.assert_close(guide.loc.detach(), loc)
+    torch.testing.assert_close(guide.scale.detach(), scale)
+    subsample = torch.tensor([2, 5, 7], device=device)
+    trace = poutine.trace(guide).get_trace(binary_images(3, device), num_examples=10, subsample=subsample)
+    site = trace.nodes["z"]
+    torch.testing.assert_close(site["fn"].base_dist.loc, loc[subsample])
+    assert site["scale"] == pytest.approx(10 / 3)
+    with pytest.raises(ZooError, match="one row per image"):
+        guide(binary_images(4, device))

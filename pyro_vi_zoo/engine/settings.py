@@ -13,8 +13,8 @@ from typing import Any, Dict, Mapping, Optional
 
 from ..errors import ZooError
 
-ELBO_NAMES = ("trace", "meanfield", "stl", "score", "tracegraph", "renyi", "iwae", "enum", "jit", "jit_meanfield",
-              "jit_enum")
+ELBO_NAMES = ("trace", "meanfield", "stl", "score", "tracegraph", "renyi", "iwae", "iwae_dreg", "enum", "jit",
+              "jit_meanfield", "jit_enum")
 OPTIMIZERS = ("adam", "clipped_adam")
 
 

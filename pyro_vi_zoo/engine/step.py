@@ -20,7 +20,7 @@ from ..errors import DivergenceError, ZooError
 from .batches import BatchFeeder, copy_into
 from .capture import CaptureFallback, GraphedUpdate, wants_capture
 from .elbos import SyncFreeMeanFieldELBO, SyncFreeTraceELBO
-from .estimators import ScoreFunctionELBO, STLTraceELBO
+from .estimators import DReGELBO, ImportanceWeightedELBO, ScoreFunctionELBO, STLTraceELBO
 from .result import parameter_scope
 from .settings import FitSettings
 
@@ -30,7 +30,8 @@ ELBOS: Dict[str, Callable] = {
     "tracegraph": infer.TraceGraph_ELBO,
     "enum": infer.TraceEnum_ELBO,
     "renyi": functools.partial(infer.RenyiELBO, alpha=0.5),
-    "iwae": functools.partial(infer.RenyiELBO, alpha=0.0),  # the importance-weighted bound (Burda et al. 2016)
+    "iwae": ImportanceWeightedELBO,  # the importance-weighted bound per example (Burda et al. 2016)
+    "iwae_dreg": DReGELBO,  # its doubly reparameterised gradient (Tucker et al. 2018)
     "stl": STLTraceELBO,  # sticking the landing (Roeder et al. 2017)
     "score": ScoreFunctionELBO,  # the score-function (REINFORCE) gradient of the same ELBO
     "jit": infer.JitTrace_ELBO,

@@ -171,6 +171,9 @@ class FreeNormal(nn.Module):
                 subsample: Optional[torch.Tensor] = None, scale_to_full_data: bool = True, **model_options) -> None:
         pyro.module("free_normal", self)
         num_examples = num_examples or self.loc.shape[0]
+        if subsample is None and x is not None and x.shape[0] != num_examples:
+            raise ZooError(f"FreeNormal holds one row per image ({num_examples}) but got {x.shape[0]} images and "
+                           "no subsample; pass the batch's positions as subsample.")
         with data_plate(x, num_examples, subsample, self.loc.device, scale_to_full_data):
             loc, scale = self.loc, self.scale
             if subsample is not None:
