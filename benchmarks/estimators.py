@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ESTIMATORS = ("score", "trace", "meanfield", "stl")
+KNOWN = {"noise": "known"}  # the noise at its least-squares estimate: an exact Gaussian posterior to compare with
 
 
 def regression_rows(args):
@@ -31,8 +32,8 @@ def regression_rows(args):
 
     rows = []
     for family, guide, data, fit_options in (
-        ("bayes_regression", "mean_field", cubic_arrays(400, seed=3), dict(lr=0.05, lr_decay=0.002)),
-        ("bayes_regression", "auto_mvn", cubic_arrays(400, seed=3), dict(lr=0.05, lr_decay=0.002)),
+        ("bayes_regression", "mean_field", cubic_arrays(400, seed=3), dict(lr=0.05, lr_decay=0.002, model_options=KNOWN)),
+        ("bayes_regression", "auto_mvn", cubic_arrays(400, seed=3), dict(lr=0.05, lr_decay=0.002, model_options=KNOWN)),
         ("bnn_regression", "mean_field", cubic_arrays(1000, seed=3), dict(lr=0.01, lr_decay=0.1)),
     ):
         common = dict(data=data, steps=args.steps, seed=0, progress=False, num_particles=1, **fit_options)

@@ -7,7 +7,7 @@ import pyro
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer import Trace_ELBO
+from pyro.infer import RenyiELBO, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 from torch.nn import functional as F
 
@@ -278,3 +278,27 @@ def test_free_normal_starts_where_asked_and_picks_the_batch_rows(device):
     assert site["scale"] == pytest.approx(10 / 3)
     with pytest.raises(ZooError, match="one row per image"):
         guide(binary_images(4, device))
+
+
+def test_unscaled_batches_give_pyros_renyi_elbo_the_iwae_bound(device):
+    """Pyro's RenyiELBO(alpha=0) applies a plate's N / batch scale s inside its log-mean-exp; without the
+    scale it is the IWAE bound Σ_i log (1/k) Σ_k w_ik, with it Σ_i log (1/k) Σ_k w_ik^s, which by the
+    power-mean inequality exceeds s times the bound (it tends to s · max_k log w_ik: no longer a bound)."""
+    decoder, encoder = make_networks(device)
+    model, guide = model_and_guide(decoder, encoder)
+    x, subsample = binary_images(10, device), torch.arange(10, 20, device=device)
+    arguments = dict(latent_dim=LATENT_DIM, num_examples=60, subsample=subsample)
+    renyi = RenyiELBO(alpha=0.0, num_particles=5, vectorize_particles=True, max_plate_nesting=1)
+    losses = {}
+    for scaled in (False, True):
+        pyro.set_rng_seed(1)
+        losses[scaled] = renyi.loss(model, guide, x, scale_to_full_data=scaled, **arguments)
+    pyro.set_rng_seed(1)
+    with pyro.plate("particles", 5, dim=-2), torch.no_grad():
+        guide_trace = poutine.trace(guide).get_trace(x, **arguments)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, **arguments)
+    log_weights = sum(model_trace.nodes[name]["fn"].log_prob(model_trace.nodes[name]["value"]) for name in ("z", "x"))
+    log_weights = log_weights - guide_trace.nodes["z"]["fn"].log_prob(guide_trace.nodes["z"]["value"])
+    bound = float((torch.logsumexp(log_weights, 0) - math.log(5)).sum())
+    assert -losses[False] == pytest.approx(bound, rel=1e-5)
+    assert -losses[True] > 6 * bound + 1.0

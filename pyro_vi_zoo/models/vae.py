@@ -16,13 +16,14 @@ non-amortised guide (``AutoNormal``) keeps one set of parameters per training
 image and picks the batch's rows by ``subsample``.
 
 ``scale_to_full_data=False`` keeps the plate's full size N and the batch's
-positions but leaves the batch's log-density unscaled. Two reasons to want it:
-every latent of this model is local, so the scale N / batch multiplies the whole
-objective by a constant, which changes neither its optimum nor (Adam being
-invariant to a constant gradient scale) the path to it; and Pyro's ``RenyiELBO``
-(the IWAE bound at alpha = 0) applies a site's scale *inside* its log-mean-exp
-over particles, so with N / batch = s it optimises log mean_k w_k^s per image
-instead of s log mean_k w_k, a tempered bound that is not the IWAE's.
+positions but leaves the batch's log-density unscaled. That is what Pyro's
+``RenyiELBO`` (the IWAE bound at alpha = 0) needs under minibatches: it applies a
+site's scale *inside* its log-mean-exp over particles, so with N / batch = s it
+optimises sum_n log mean_k w_nk^s instead of s sum_n log mean_k w_nk, a tempered
+objective that is not the IWAE bound (the zoo's ``--elbo iwae`` applies the scale
+after the log-mean-exp). Every latent here is local, so dropping the scale only
+multiplies the objective by a constant: the optimum is the same, and so is Adam's
+path to it (Adam is invariant to a constant gradient scale).
 
 The decoder is a :class:`Decoder` module (registered with ``pyro.module``, Pyro's
 idiom) or a :class:`ParamStoreDecoder`, whose weights are ``pyro.param`` s
