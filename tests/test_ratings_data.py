@@ -128,6 +128,16 @@ def test_generated_ratings_look_like_movielens(tmp_path, device):
     assert (tmp_path / "ml" / "u.data").read_text().count("\n") == 3600
 
 
+def test_generated_split_seed_splits_the_same_ratings_again(device):
+    data = generated_ratings(num_users=60, num_items=40, density=0.2, seed=3).to(device)
+    again = generated_ratings(num_users=60, num_items=40, density=0.2, seed=3, split_seed=3).to(device)
+    other = generated_ratings(num_users=60, num_items=40, density=0.2, seed=3, split_seed=4).to(device)
+    assert again.name == "generated" and torch.equal(again.test[2], data.test[2])
+    assert other.name == "generated:split4" and not torch.equal(other.test[2], data.test[2])
+    both = lambda d: d.train[0] + d.test[1]  # every rating, wherever the split put it
+    assert torch.equal(both(other), both(data)) and other.num_test_ratings == data.num_test_ratings
+
+
 def test_movielens_1m_random_split(tmp_path, device):
     table = generate_ratings(num_users=50, num_items=30, density=0.3, seed=1)
     (tmp_path / "ratings.dat").write_text("".join("::".join(map(str, row)) + "\n" for row in table.tolist()))

@@ -141,7 +141,7 @@ class SVIStep:
         self.optimizer.step()
         if self.schedule is not None:
             self.schedule.step()
-        elif captured and self.gamma < 1:
+        elif self.gamma < 1:  # a learning rate on the device (kept when a recording falls back to eager)
             for group in self.optimizer.param_groups:
                 group["lr"].mul_(self.gamma)
         return loss.detach()
