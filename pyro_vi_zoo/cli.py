@@ -27,7 +27,7 @@ HIDDEN_COLUMNS = ("final_loss", "error", "kl_method")
 
 
 def model_options() -> Dict[str, Option]:
-    """Every model's command-line options, by flag (a flag shared by two models is one option)."""
+    """Every model's command-line options, by flag (one entry per flag; models may give a flag their own meaning)."""
     options = {}
     for family in all_families().values():
         for option in family.options:
@@ -44,7 +44,9 @@ def _defaults_text(setting: str) -> str:
     return f"default: {full}" + (f"; with --fast: {fast}" if fast else "")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(family=None) -> argparse.ArgumentParser:
+    """The parser; with a ``family`` its own options carry their types, choices and defaults, and other
+    models' flags are accepted only to be refused with a clear line (``--hidden`` does not apply to gmm)."""
     parser = argparse.ArgumentParser(
         prog="python -m pyro_vi_zoo.fit",
         description="Fit a zoo model with several variational guides and compare their posteriors.",
@@ -88,11 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arviz", action="store_true",
                         help="also write each guide's draws as ArviZ InferenceData (netCDF) in the run folder "
                              "(needs pip install -e '.[arviz]')")
-    group = parser.add_argument_group("model-specific options (see --list for which model takes which)")
-    for option in model_options().values():
-        group.add_argument(option.flag, type=option.type, choices=option.choices, default=None,
-                           help=f"{option.help} (default: {option.default})")
+    own = {option.flag: option for option in family.options} if family is not None else {}
+    title = (f"options of {family.name}" if family is not None
+             else "model-specific options (python -m pyro_vi_zoo.fit MODEL --help shows a model's own)")
+    group = parser.add_argument_group(title)
+    for flag, option in model_options().items():
+        if flag in own:
+            option = own[flag]
+            group.add_argument(flag, type=option.type, choices=option.choices, default=None,
+                               help=f"{option.help} (default: {option.default})")
+        else:
+            group.add_argument(flag, default=None, help=argparse.SUPPRESS if family is not None else
+                               f"{option.help} (default: {option.default})")
     return parser
+
+
+def family_named_in(argv) -> Optional[object]:
+    """The family named by the first positional argument, so that its own options can be parsed."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("model", nargs="?")
+    peek.add_argument("--list", action="store_true")
+    known, _ = peek.parse_known_args(argv)
+    return get_family(known.model) if known.model and not known.list else None
 
 
 def list_text() -> str:
@@ -144,7 +163,7 @@ def summary(metrics: pd.DataFrame) -> str:
 
 
 def run(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    parser = build_parser(family_named_in(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.list:
         print(list_text())

@@ -13,6 +13,8 @@ FAMILY_MODULES: Dict[str, str] = {
     "bayes_regression": "pyro_vi_zoo.families.bayes_regression",
     "bnn_regression": "pyro_vi_zoo.families.bnn_regression",
     "gmm": "pyro_vi_zoo.families.gmm",
+    "vae": "pyro_vi_zoo.families.vae",
+    "autorec": "pyro_vi_zoo.families.autorec",
 }
 
 MODELS = tuple(FAMILY_MODULES)

@@ -17,6 +17,7 @@ import pyro_vi_zoo.cli as cli
 from pyro_vi_zoo.cli import build_parser, main
 from pyro_vi_zoo.runner import Comparison
 from pyro_vi_zoo.errors import DivergenceError, ZooError
+from pyro_vi_zoo.registry import get_family
 
 import pyro_vi_zoo.runner as runner
 
@@ -188,6 +189,27 @@ FAMILY_FLAGS = {
         "--assignments": (["enumerated"], lambda call: call["model_options"]["assignments"] == "enumerated"),
         "--ordered": (["yes"], lambda call: call["model_options"]["ordered"] == "yes"),
     },
+    "vae": {
+        "--dataset": (["mnist"], lambda call: call["data_options"]["dataset"] == "mnist"),
+        "--data-dir": (["folder"], lambda call: call["data_options"]["data_dir"] == "folder"),
+        "--binarization": (["fixed"], lambda call: call["data_options"]["binarization"] == "fixed"),
+        "--train-limit": (["500"], lambda call: call["data_options"]["train_limit"] == 500),
+        "--test-limit": (["100"], lambda call: call["data_options"]["test_limit"] == 100),
+        "--latent-dim": (["2"], lambda call: call["model_options"]["latent_dim"] == 2),
+        "--hidden": (["100,100"], lambda call: call["model_options"]["hidden"] == "100,100"),
+        "--activation": (["relu"], lambda call: call["model_options"]["activation"] == "relu"),
+    },
+    "autorec": {
+        "--dataset": (["movielens-100k"], lambda call: call["data_options"]["dataset"] == "movielens-100k"),
+        "--split": (["u2"], lambda call: call["data_options"]["split"] == "u2"),
+        "--data-dir": (["folder"], lambda call: call["data_options"]["data_dir"] == "folder"),
+        "--orientation": (["user"], lambda call: call["data_options"]["orientation"] == "user"),
+        "--hidden": (["100"], lambda call: int(call["model_options"]["hidden"]) == 100),
+        "--prior-scale": (["0.2"], lambda call: call["model_options"]["prior_scale"] == 0.2),
+        "--noise-scale": (["learned"], lambda call: call["model_options"]["noise_scale"] == "learned"),
+        "--activation": (["tanh"], lambda call: call["model_options"]["activation"] == "tanh"),
+        "--output-activation": (["sigmoid"], lambda call: call["model_options"]["output_activation"] == "sigmoid"),
+    },
 }
 
 
@@ -212,6 +234,14 @@ def test_every_flag_reaches_the_runner(model, monkeypatch):
     every_flag = {flag for action in build_parser()._actions for flag in action.option_strings if flag.startswith("--")}
     covered = set(COMMON_FLAGS).union(*FAMILY_FLAGS.values()) | {"--help", "--list"}
     assert every_flag <= covered, f"add {sorted(every_flag - covered)} to the flags this test runs"
+    own = {option.flag for option in get_family(model).options}
+    assert own <= set(FAMILY_FLAGS[model]), f"add {model}'s {sorted(own - set(FAMILY_FLAGS[model]))} to FAMILY_FLAGS"
+
+
+def test_every_family_has_its_flags_in_the_table():
+    from pyro_vi_zoo.registry import MODELS
+
+    assert set(FAMILY_FLAGS) == set(MODELS)
 
 
 def test_help_gives_the_defaults_that_apply(capsys):
