@@ -97,6 +97,11 @@ def family_settings(family: Family, settings: Optional[FitSettings], overrides: 
     defaults = dict(family.settings)
     if fast:
         defaults.update(family.fast_settings)
+    chosen = {**(settings.chosen() if settings is not None else {}), **overrides}
+    if chosen.get("steps") is not None and chosen.get("epochs") is not None:
+        raise ZooError("give steps or epochs, not both: epochs set steps to epochs × batches per epoch.")
+    if chosen.get("steps") is not None:
+        defaults.pop("epochs", None)  # an explicit step count beats the family's default epochs
     return resolve_settings(defaults, settings, overrides)
 
 

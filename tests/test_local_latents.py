@@ -133,3 +133,16 @@ def test_epochs_fit_an_amortised_guide_to_the_exact_posterior(problem, device):
     assert row["status"] == "ok" and row["steps"] == 300 * 4  # 32 rows in batches of 8
     assert row["test_elbo"] == pytest.approx(float(exact), abs=0.01)
     assert row["test_log_likelihood"] == pytest.approx(float(exact), abs=0.005)
+
+
+def test_explicit_steps_beat_the_family_default_epochs_and_both_are_refused(problem):
+    weight, bias, x, _ = problem
+    import pyro_vi_zoo as zoo
+    from pyro_vi_zoo.errors import ZooError
+
+    result = zoo.fit(ppca_family(weight, bias, x), steps=7, seed=0, progress=False)
+    assert len(result.losses) == 7 and result.settings.epochs is None
+    result = zoo.fit(ppca_family(weight, bias, x), epochs=2, seed=0, progress=False)
+    assert len(result.losses) == 2 * 4
+    with pytest.raises(ZooError, match="give steps or epochs, not both"):
+        zoo.fit(ppca_family(weight, bias, x), steps=7, epochs=2, progress=False)
