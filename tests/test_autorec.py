@@ -4,12 +4,10 @@ against hand computations, minibatch epochs over items, bad options as one clear
 import math
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from nbclient import NotebookClient
 
 import pyro_vi_zoo as zoo
 import pyro_vi_zoo.registry as registry
@@ -240,14 +238,3 @@ def test_cli_bad_options_give_one_clear_line(argv, message, tmp_path, capsys):
     assert main(["autorec", "--fast", "--out", str(tmp_path), "--no-progress"] + argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
-
-
-def test_notebook_executes_in_fast_mode(monkeypatch, cache):
-    monkeypatch.setenv("PYRO_VI_ZOO_FAST", "1")
-    monkeypatch.delenv("AUTOREC_DATA_DIR", raising=False)
-    notebook = nbformat.read(NOTEBOOKS / "autorec.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
-    assert not [output for output in outputs if output.get("output_type") == "error"]
-    assert len([output for output in outputs if "image/png" in output.get("data", {})]) >= 3

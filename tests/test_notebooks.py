@@ -8,7 +8,7 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
-FIGURES = {"bayes_regression.ipynb": 4, "bnn_regression.ipynb": 2, "gmm.ipynb": 2, "estimators.ipynb": 3}
+FIGURES = {"bayes_regression.ipynb": 4, "bnn_regression.ipynb": 2, "gmm.ipynb": 2, "estimators.ipynb": 3, "vae.ipynb": 4, "autorec.ipynb": 3}
 
 
 def outputs(notebook):

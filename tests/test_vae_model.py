@@ -256,7 +256,8 @@ def test_param_store_decoder_gives_every_store_its_own_weights(device):
             assert torch.equal(decoder(z), outputs[-1])  # created once, then reused
             assert torch.allclose(decoder.module()(z), outputs[-1])
     assert not torch.allclose(outputs[0], outputs[1])
-    assert sorted(states[0]["params"]) == sorted(f"decoder$$${name}" for name, _ in Decoder(LATENT_DIM, HIDDEN).named_parameters())
+    weight_names = [name for name, _ in Decoder(LATENT_DIM, HIDDEN).named_parameters()]
+    assert sorted(states[0]["params"]) == sorted(f"decoder$$${name}" for name in weight_names)
     with pyro.get_param_store().scope(states[0]):
         frozen = decoder.module()
         assert not any(p.requires_grad for p in frozen.parameters()) and not frozen.training
@@ -302,3 +303,14 @@ def test_unscaled_batches_give_pyros_renyi_elbo_the_iwae_bound(device):
     bound = float((torch.logsumexp(log_weights, 0) - math.log(5)).sum())
     assert -losses[False] == pytest.approx(bound, rel=1e-5)
     assert -losses[True] > 6 * bound + 1.0
+
+
+def test_param_store_decoder_leaves_no_weights_behind_under_no_grad(device):
+    """Shape-only traces (no gradients) outside any fit's store write nothing to the caller's store, so a
+    second model with another architecture in the same process does not meet the first one's weights."""
+    for latent_dim in (LATENT_DIM, LATENT_DIM + 2):
+        decoder = ParamStoreDecoder(latent_dim, HIDDEN, device=device)
+        with torch.no_grad():
+            trace = poutine.trace(vae).get_trace(binary_images(3, device), decoder=decoder, latent_dim=latent_dim)
+        assert trace.nodes["z"]["value"].shape == (3, latent_dim)
+        assert not list(pyro.get_param_store().keys())

@@ -94,6 +94,11 @@ class ParamStoreDecoder:
     one ``ParamStoreDecoder`` can be fitted many times, each fit in a param-store
     scope of its own (as the zoo's engine runs them), and every fit trains, and is
     later scored with, its own decoder. Not an ``nn.Module``: it holds no weights.
+
+    Under ``torch.no_grad()`` a store without these weights is left as it is: the call
+    uses a throwaway initialisation. Traces that only read the model's sites and
+    shapes (the runner's, before and between fits) so leave no decoder behind in the
+    caller's parameter store, where the next model's decoder could collide with it.
     """
 
     def __init__(self, latent_dim: int = LATENT_DIM, hidden_sizes: Sequence[int] = HIDDEN_SIZES,
@@ -103,20 +108,27 @@ class ParamStoreDecoder:
         self.latent_dim, self.name, self.device = latent_dim, name, device
         self.architecture = Decoder(**self.options).to(device)  # the forward pass only; its weights are never used
         self.weight_names = [name for name, _ in self.architecture.named_parameters()]
+        self.param_names = {name: f"{self.name}$$${name}" for name in self.weight_names}
 
     def weights(self) -> Dict[str, torch.Tensor]:
         """The active store's decoder weights, by module name; a fresh initialisation where it has none."""
+        store = pyro.get_param_store()
+        if not torch.is_grad_enabled() and any(name not in store for name in self.param_names.values()):
+            return self._fresh_weights()
         fresh = {}
 
         def initial(weight_name):
             def make():
                 if not fresh:
-                    fresh.update((name, value.detach().clone())
-                                 for name, value in Decoder(**self.options).to(self.device).named_parameters())
+                    fresh.update(self._fresh_weights())
                 return fresh[weight_name]
             return make
 
-        return {name: pyro.param(f"{self.name}$$${name}", initial(name)) for name in self.weight_names}
+        return {name: pyro.param(full_name, initial(name)) for name, full_name in self.param_names.items()}
+
+    def _fresh_weights(self) -> Dict[str, torch.Tensor]:
+        decoder = Decoder(**self.options).to(self.device)
+        return {name: value.detach().clone() for name, value in decoder.named_parameters()}
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         return functional_call(self.architecture, self.weights(), (z,))

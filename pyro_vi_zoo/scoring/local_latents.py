@@ -40,10 +40,11 @@ def per_example_log_weights(model: Callable, guide: Callable, args: Tuple, num_s
     The draws are a vectorised plate at dim −2 (the model's data plate is dim −1).
     """
     batch = int(args[0].shape[0])
-    with torch.no_grad(), pyro.plate("_importance_samples", num_samples, dim=-2):
-        guide_trace = pyro.poutine.trace(guide).get_trace(*args)
-        model_trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(*args)
-    return _summed(model_trace, num_samples, batch) - _summed(guide_trace, num_samples, batch)
+    with torch.no_grad():
+        with pyro.plate("_importance_samples", num_samples, dim=-2):
+            guide_trace = pyro.poutine.trace(guide).get_trace(*args)
+            model_trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(*args)
+        return _summed(model_trace, num_samples, batch) - _summed(guide_trace, num_samples, batch)
 
 
 def _summed(trace, num_samples: int, batch: int) -> torch.Tensor:
