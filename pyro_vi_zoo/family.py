@@ -15,6 +15,8 @@ line in :mod:`pyro_vi_zoo.registry`. A user's own Pyro model needs no family:
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
+from .errors import ZooError
+
 
 @dataclass(frozen=True)
 class Option:
@@ -103,3 +105,14 @@ class Family:
     def row_names(self) -> Tuple[str, ...]:
         """Every row ``all`` gives: the guides, then the scorer's non-Bayesian baselines."""
         return tuple(self.guides) + tuple(getattr(self.scoring, "baselines", {}))
+
+
+def parse_widths(value, flag: str = "--hidden", example: str = "50,50") -> Tuple[int, ...]:
+    """Layer widths from ``"50"`` / ``"50,50"`` / a sequence of ints; a :class:`ZooError` naming ``flag`` otherwise."""
+    try:
+        widths = tuple(int(w) for w in (value.split(",") if isinstance(value, str) else value))
+    except (TypeError, ValueError):
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise ZooError(f"{flag} must be comma-separated positive layer widths such as {example}; got {value!r}.")
+    return widths

@@ -105,8 +105,8 @@ def test_setup_parses_hidden_layers():
     cubic = family.load_data(cubic_arrays(50))
     assert family.setup(cubic).model_kwargs == {"hidden": "50", "prior_scale": 1.0, "noise_prior_scale": 1.0}
     assert family.setup(cubic, hidden="32,16", prior_scale=0.5).model.hidden == (32, 16)
-    with pytest.raises(ZooError, match="positive layer widths"):
-        family.parse_hidden("0")
+    with pytest.raises(ZooError, match="--hidden must be comma-separated positive layer widths"):
+        family.setup(cubic, hidden="0")
 
 
 def test_auto_guides_start_from_a_random_network_not_the_prior_mean():

@@ -24,7 +24,7 @@ from pyro.infer.autoguide.initialization import init_to_median
 from ..data.regression import cubic_dataset, regression_dataset
 from ..data.uci import load_uci
 from ..errors import DataError, ZooError
-from ..family import Family, Option, Setup
+from ..family import Family, Option, Setup, parse_widths
 from ..guides.bnn_regression import bnn_regression_guide
 from ..models.bnn_regression import BayesianMLP, fit_maximum_likelihood, layer_sizes
 from ..scoring import Baseline, GlobalLatentScoring
@@ -53,17 +53,6 @@ def load_data(data=None, *, dataset: Optional[str] = None, split: int = 0, data_
     raise DataError("data must be None (the embedded cubic data), a UCI-format folder, or a pair (x, y) of arrays.")
 
 
-def parse_hidden(hidden) -> Tuple[int, ...]:
-    """Hidden widths from ``"50"`` / ``"50,50"`` / a sequence of ints; a clear error otherwise."""
-    try:
-        widths = tuple(int(w) for w in (hidden.split(",") if isinstance(hidden, str) else hidden))
-    except (TypeError, ValueError):
-        widths = ()
-    if not widths or min(widths) < 1:
-        raise ZooError(f"--hidden must be comma-separated positive layer widths such as 50 or 50,50; got {hidden!r}.")
-    return widths
-
-
 def setup(dataset, *, hidden=None, prior_scale: float = None) -> Setup:
     """One :class:`BayesianMLP` on the data's device. Inputs and targets are standardised, so unit-scale
     priors suit any data set: weights and biases ~ Normal(0, 1), sigma ~ HalfNormal(1); one hidden
@@ -71,7 +60,7 @@ def setup(dataset, *, hidden=None, prior_scale: float = None) -> Setup:
     prior_scale = 1.0 if prior_scale is None else float(prior_scale)
     if not prior_scale > 0:
         raise ZooError(f"--prior-scale must be positive, got {prior_scale}.")
-    widths = parse_hidden(hidden or DEFAULT_HIDDEN)
+    widths = parse_widths(hidden or DEFAULT_HIDDEN, example="50 or 50,50")
     x = dataset.train[0]
     network = BayesianMLP(x.shape[-1], widths, prior_scale, noise_prior_scale=1.0).to(x.device)
     return Setup(

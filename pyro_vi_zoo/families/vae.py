@@ -54,7 +54,7 @@ from ..data.images import IMAGE_DATASETS, ImageDataset, binarize, images_from_ar
 from ..engine import fit_guide, resolve_settings, seeded
 from ..engine.step import ELBOS
 from ..errors import DataError, ZooError
-from ..family import Family, Option, Setup
+from ..family import Family, Option, Setup, parse_widths
 from ..guides.auto import AUTO_GUIDES
 from ..guides.vae import Encoder, FreeNormal, IAFEncoder, vae_iaf_guide, vae_mean_field_guide
 from ..models.vae import (ACTIVATIONS, LATENT_DIM, MAX_PLATE_NESTING, Decoder, ParamStoreDecoder, create_data_plate,
@@ -142,17 +142,6 @@ def limit_images(images: ImageDataset, train_limit: Optional[int] = None,
 # ----------------------------------------------------------------------------- model and guides
 
 
-def parse_hidden(hidden) -> Tuple[int, ...]:
-    """Hidden widths from ``"200,200"`` or a sequence of ints; a :class:`ZooError` otherwise."""
-    try:
-        widths = tuple(int(w) for w in (hidden.split(",") if isinstance(hidden, str) else hidden))
-    except (TypeError, ValueError):
-        widths = ()
-    if not widths or min(widths) < 1:
-        raise ZooError(f"--hidden must be comma-separated positive layer widths such as 200,200; got {hidden!r}.")
-    return widths
-
-
 def setup(dataset: ImageDataset, *, latent_dim: int = LATENT_DIM, hidden=DEFAULT_HIDDEN,
           activation: str = "tanh") -> Setup:
     """The VAE bound to ``dataset``: a decoder per fit (:class:`ParamStoreDecoder`), the family's guides,
@@ -161,7 +150,7 @@ def setup(dataset: ImageDataset, *, latent_dim: int = LATENT_DIM, hidden=DEFAULT
         raise ZooError(f"--latent-dim must be a positive integer, got {latent_dim!r}.")
     if activation not in ACTIVATIONS:
         raise ZooError(f"unknown --activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}.")
-    widths = parse_hidden(hidden)
+    widths = parse_widths(hidden, example="200,200")
     device = dataset.device
     decoder = ParamStoreDecoder(int(latent_dim), widths, activation, device=device)
     model = functools.partial(vae, decoder=decoder, latent_dim=int(latent_dim))
