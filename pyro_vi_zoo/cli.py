@@ -87,6 +87,9 @@ def build_parser(family=None) -> argparse.ArgumentParser:
     parser.add_argument("--fast", action="store_true",
                         help="the models' fast settings for a smoke test (the tests use it); explicit flags still win")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue an interrupted run in RUN_DIR (same model, data and settings): finished rows "
+                             "are kept, models trained by epochs continue from their last checkpoint")
     parser.add_argument("--arviz", action="store_true",
                         help="also write each guide's draws as ArviZ InferenceData (netCDF) in the run folder "
                              "(needs pip install -e '.[arviz]')")
@@ -183,7 +186,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     result = compare(
         family, guides=args.guide, data=args.data, data_options=data_options, model_options=model_opts,
         out=args.out, num_eval_samples=eval_samples, num_elbo_particles=100 if args.fast else 1000,
-        num_is_samples=is_samples, fast=args.fast, arviz=args.arviz, **settings_from(args),
+        num_is_samples=is_samples, fast=args.fast, arviz=args.arviz, resume=args.resume, **settings_from(args),
     )
     if not result.table.empty:
         print(summary(result.metrics))

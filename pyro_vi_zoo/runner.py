@@ -9,6 +9,7 @@ whole configuration, so ``table.groupby(...)`` answers any comparison. With
 run keeps the rows of the guides that finished.
 """
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import torch
 from .devices import resolve_device
 from .engine import FitResult, FitSettings, fit_guide, latent_sites, resolve_settings
 from .engine.batches import EpochBatches
+from .engine.checkpoints import Checkpoints
 from .engine.fit import is_enumerated, seeded
 from .errors import DivergenceError, ZooError
 from .family import Family, Setup
@@ -134,8 +136,12 @@ def resolve_rows(family: Family, guides) -> List:
     return list(dict.fromkeys(rows))
 
 
-def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, settings: FitSettings) -> FitResult:
-    """Fit one guide on a prepared data set (the engine, with the setup's keywords or minibatch epochs)."""
+def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, settings: FitSettings,
+               checkpoint_dir: Optional[Path] = None) -> FitResult:
+    """Fit one guide on a prepared data set (the engine, with the setup's keywords or minibatch epochs).
+
+    With ``checkpoint_dir``, a fit trained by epochs (one start) writes a checkpoint there after every
+    epoch and resumes from one it finds."""
     settings = settings.replace(**choice.settings) if choice.settings else settings
     if settings.elbo == "stl" and not choice.has_density:
         raise ZooError(f"--elbo stl needs a guide with a density; {choice.name!r} is a point estimate "
@@ -156,7 +162,14 @@ def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, setti
         setup.model, choice.build, dataset.train, settings, train_kwargs=train_kwargs,
         max_plate_nesting=setup.max_plate_nesting, model_name=family.name, guide_name=choice.name,
         has_density=choice.has_density, finalize=choice.finalize, score_model=setup.score_model, batches=batches,
+        checkpoints=_checkpoints(checkpoint_dir, choice.name, batches, settings),
     )
+
+
+def _checkpoints(directory: Optional[Path], name: str, batches, settings: FitSettings) -> Optional[Checkpoints]:
+    if directory is None or batches is None or settings.restarts != 1:
+        return None
+    return Checkpoints(Path(directory) / f"{name}.pt", every=batches.batches_per_epoch)
 
 
 def fit(model, guide=None, data=None, *, data_options=None, model_options=None, settings: Optional[FitSettings] = None,
@@ -201,6 +214,7 @@ def compare(
     num_is_samples: int = 5000,
     draw_figures: bool = True,
     arviz: bool = False,
+    resume=None,
     fast: bool = False,
     **overrides,
 ) -> Comparison:
@@ -217,6 +231,9 @@ def compare(
         draw_figures: draw the figures (written to ``out`` when set).
         arviz: also write each fit's draws of the compared sites and its posterior predictive as ArviZ
             InferenceData, ``out/.../inference_data/<guide>.nc`` (needs the ``arviz`` extra).
+        resume: a run folder of an interrupted comparison with the same model, data and settings: its
+            finished rows are kept, a fit trained by epochs continues from its last checkpoint (models
+            trained by epochs write one per epoch into ``<run>/checkpoints/``), the rest run anew.
 
     Returns:
         A :class:`Comparison`; ``table`` has one row per guide; a guide that diverged
@@ -226,10 +243,11 @@ def compare(
     settings = family_settings(family, settings, overrides, fast)
     with seeded(settings.seed):
         return _compare(family, guides, data, settings, data_options, model_options, out, fast,
-                        Budget(num_eval_samples, num_elbo_particles, num_is_samples), draw_figures, arviz)
+                        Budget(num_eval_samples, num_elbo_particles, num_is_samples), draw_figures, arviz, resume)
 
 
-def _compare(family, guides, data, settings, data_options, model_options, out, fast, budget, draw_figures, arviz):
+def _compare(family, guides, data, settings, data_options, model_options, out, fast, budget, draw_figures, arviz,
+             resume=None):
     dataset, setup = prepare(family, data, settings, data_options, model_options)
     baselines = getattr(family.scoring, "baselines", {})
     rows = [row if (isinstance(row, str) and row in baselines) else guide_choice(row, setup, family)
@@ -237,20 +255,29 @@ def _compare(family, guides, data, settings, data_options, model_options, out, f
     for row in rows:
         if isinstance(row, GuideChoice):
             check_guide_sites(row, setup, dataset)
-    run_dir = make_run_dir(out, family.name) if out is not None else None
     config = _configuration(family, dataset, settings, data_options, model_options, setup)
-    if run_dir is not None:
-        write_json(run_dir / "settings.json", config)
+    finished = []
+    if resume is not None:
+        run_dir = Path(resume)
+        finished = _resumed_rows(run_dir, config)
+        done = {record["guide"] for record in finished}
+        rows = [row for row in rows if (row if isinstance(row, str) else row.name) not in done]
+    else:
+        run_dir = make_run_dir(out, family.name) if out is not None else None
+        if run_dir is not None:
+            write_json(run_dir / "settings.json", config)
     reference = None
     if family.scoring.reference is not None:
         reference = family.scoring.reference(dataset, setup, fast=fast, progress=settings.progress)
     sites = compared_sites(setup, dataset, reference)
     result = Comparison(pd.DataFrame(), {}, dataset, reference, setup=setup, run_dir=run_dir,
                         config_columns=tuple(["model"] + list(_flat_config(config))))
-    records = []
+    records = list(finished)
+    result.table = pd.DataFrame(records)
+    checkpoint_dir = None if run_dir is None else run_dir / "checkpoints"
     try:
         for row in rows:
-            record = _run_row(row, family, setup, dataset, settings, reference, sites, budget, result)
+            record = _run_row(row, family, setup, dataset, settings, reference, sites, budget, result, checkpoint_dir)
             fitted = result.fits.get(record["guide"])
             # a row carries the settings it ran with (epochs become steps; an IWAE row has its own ELBO)
             row_config = config if fitted is None else {**config, "settings": fitted.settings.to_dict()}
@@ -273,14 +300,36 @@ def _compare(family, guides, data, settings, data_options, model_options, out, f
     return result
 
 
-def _run_row(row, family, setup, dataset, settings, reference, sites, budget, result) -> Dict[str, Any]:
+def _resumed_rows(run_dir: Path, config: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The finished rows of an interrupted run in ``run_dir``, after checking that it was made with ``config``."""
+    import json
+
+    path = run_dir / "settings.json"
+    if not path.is_file():
+        raise ZooError(f"--resume {os.fspath(run_dir)!r} is not a run folder (no settings.json); pass the folder "
+                       "an interrupted run printed as 'results:'.")
+    stored = json.loads(path.read_text())
+    new = json.loads(json.dumps(config, default=str))
+    differing = sorted(key for key in set(stored) | set(new) if key != "torch" and stored.get(key) != new.get(key))
+    if differing:
+        raise ZooError(f"--resume {os.fspath(run_dir)!r} was run with other {', '.join(differing)}; resume it with the "
+                       "same model, data and settings (see its settings.json).")
+    results = run_dir / "results.csv"
+    if not results.is_file():
+        return []
+    table = pd.read_csv(results)
+    return table[table["status"] == "ok"].to_dict("records")
+
+
+def _run_row(row, family, setup, dataset, settings, reference, sites, budget, result,
+             checkpoint_dir: Optional[Path] = None) -> Dict[str, Any]:
     if isinstance(row, str):  # a baseline
         start = time.perf_counter()
         baseline = family.scoring.baselines[row](dataset, setup, settings)
         result.baselines[row] = baseline
         return {"guide": row, "status": "ok", "wall_time_s": time.perf_counter() - start, **baseline.row}
     try:
-        fitted = fit_choice(row, family, setup, dataset, settings)
+        fitted = fit_choice(row, family, setup, dataset, settings, checkpoint_dir)
     except DivergenceError as error:
         print(f"{family.name}/{row.name} diverged: {error}", file=sys.stderr)
         return {"guide": row.name, "status": "diverged", "error": str(error)}

@@ -170,6 +170,7 @@ COMMON_FLAGS = {  # flag -> (its arguments, a check of what reached compare())
     "--fast": ([], lambda call: call["fast"] is True and call["num_elbo_particles"] == 100),
     "--no-progress": ([], lambda call: call["progress"] is False),
     "--arviz": ([], lambda call: call["arviz"] is True),
+    "--resume": (["runs/x"], lambda call: call["resume"] == "runs/x"),
 }
 FAMILY_FLAGS = {
     "bayes_regression": {

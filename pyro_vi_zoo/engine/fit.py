@@ -13,7 +13,9 @@ import pyro
 import torch
 from pyro.util import get_rng_state, set_rng_state
 
+from ..errors import ZooError
 from .batches import EpochBatches
+from .checkpoints import Checkpoints
 from .result import FitResult, model_trace
 from .settings import FitSettings
 from .step import SVIStep, run_steps
@@ -35,6 +37,7 @@ def fit_guide(
     finalize: Optional[Callable] = None,
     score_model: Optional[Callable] = None,
     batches: Optional[EpochBatches] = None,
+    checkpoints: Optional[Checkpoints] = None,
 ) -> FitResult:
     """Fit the guide that ``build_guide()`` makes to ``model(*args, **train_kwargs)`` by SVI.
 
@@ -43,13 +46,14 @@ def fit_guide(
     there). ``batches`` trains by minibatch epochs (the step's arguments then come
     from it; ``args`` stay the full training data of the result). With
     ``settings.seed`` set the fit is reproducible and the caller's random state is
-    restored afterwards.
+    restored afterwards. ``checkpoints`` writes the fit's state as it goes and, where a
+    checkpoint exists, resumes from it (one start only: no restarts).
     """
     with seeded(settings.seed):
         settings = with_enumeration(settings, model, args)
         start = time.perf_counter()
         step, losses = _best_start(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting,
-                                   f"{model_name}/{guide_name}", batches)
+                                   f"{model_name}/{guide_name}", batches, checkpoints)
         wall_time = time.perf_counter() - start
         guide = step.guide
         if finalize is not None:
@@ -107,7 +111,7 @@ def make_step(model, build_guide, args, settings: FitSettings, *, train_kwargs=N
     return SVIStep(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting, feeder)
 
 
-def _best_start(model, build_guide, args, kwargs, settings, max_plate_nesting, label, batches=None):
+def _best_start(model, build_guide, args, kwargs, settings, max_plate_nesting, label, batches=None, checkpoints=None):
     """Run the restarts' pilots, keep the best by mean pilot loss, and finish its fit."""
     from tqdm.auto import tqdm
 
@@ -117,6 +121,8 @@ def _best_start(model, build_guide, args, kwargs, settings, max_plate_nesting, l
     bar = tqdm(total=total, desc=label, disable=not settings.progress, leave=False)
     candidates = []
     try:
+        if checkpoints is not None:
+            return _resumable(model, build_guide, args, kwargs, settings, max_plate_nesting, batches, checkpoints, bar)
         for restart in range(settings.restarts):
             if settings.seed is not None:
                 pyro.set_rng_seed(settings.seed + restart)
@@ -129,6 +135,21 @@ def _best_start(model, build_guide, args, kwargs, settings, max_plate_nesting, l
         run_steps(step, settings.steps - pilot, losses, pilot, bar)
     finally:
         bar.close()
+    return step, losses
+
+
+def _resumable(model, build_guide, args, kwargs, settings, max_plate_nesting, batches, checkpoints, bar):
+    """One start that writes checkpoints as it goes, continuing from the last one when there is one."""
+    if settings.restarts != 1:
+        raise ZooError("checkpoints follow one start: use restarts=1 with --resume and checkpointed runs.")
+    feeder = batches.feeder() if batches is not None else None
+    step = SVIStep(model, build_guide, args, kwargs, settings, max_plate_nesting, feeder)
+    losses = torch.empty(settings.steps, device=args[0].device)
+    state = checkpoints.load()
+    start = 0 if state is None else checkpoints.restore(step, losses, state)
+    bar.update(start)
+    run_steps(step, settings.steps - start, losses, start, bar, checkpoints)
+    checkpoints.remove()
     return step, losses
 
 

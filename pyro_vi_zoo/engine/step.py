@@ -155,8 +155,9 @@ def _adam(params, lr):
         return torch.optim.Adam(params, lr=lr)
 
 
-def run_steps(step: SVIStep, num_steps: int, losses: torch.Tensor, start: int, bar=None) -> None:
-    """Run ``num_steps`` steps, writing losses into ``losses[start:]``; check finiteness every ``log_every``."""
+def run_steps(step: SVIStep, num_steps: int, losses: torch.Tensor, start: int, bar=None, checkpoints=None) -> None:
+    """Run ``num_steps`` steps, writing losses into ``losses[start:]``; check finiteness every ``log_every``,
+    and write ``checkpoints`` when they are due."""
     log_every = step.settings.log_every
     checked = start
     # the warm-up call validated every distribution; re-checking them at each step costs a quarter of the step
@@ -177,6 +178,9 @@ def run_steps(step: SVIStep, num_steps: int, losses: torch.Tensor, start: int, b
                     bar.update(index + 1 - checked)
                     bar.set_postfix(loss=f"{float(losses[checked:index + 1].mean()):.4g}", refresh=False)
                 checked = index + 1
+            if checkpoints is not None and checkpoints.due(index + 1):
+                _check_finite(losses, checked, index + 1, step.settings)
+                checkpoints.save(step, losses, index + 1)
 
 
 def _check_finite(losses: torch.Tensor, start: int, stop: int, settings: FitSettings) -> None:
