@@ -9,6 +9,7 @@ whole configuration, so ``table.groupby(...)`` answers any comparison. With
 run keeps the rows of the guides that finished.
 """
 
+import json
 import os
 import sys
 import time
@@ -302,8 +303,6 @@ def _compare(family, guides, data, settings, data_options, model_options, out, f
 
 def _resumed_rows(run_dir: Path, config: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The finished rows of an interrupted run in ``run_dir``, after checking that it was made with ``config``."""
-    import json
-
     path = run_dir / "settings.json"
     if not path.is_file():
         raise ZooError(f"--resume {os.fspath(run_dir)!r} is not a run folder (no settings.json); pass the folder "
@@ -346,7 +345,7 @@ def write_inference_data(fitted: FitResult, sites, num_samples: int, path: Path)
 
 def check_guide_sites(choice: GuideChoice, setup: Setup, dataset) -> None:
     """A user's guide callable must sample exactly the model's latent sites; a clear error otherwise."""
-    if choice.build is None or choice.name in setup.guides or choice.name in AUTO_GUIDES:
+    if choice.name in setup.guides or choice.name in AUTO_GUIDES:
         return
     model_sites = set(latent_sites(setup.model, dataset.train))
     with pyro.get_param_store().scope(), pyro.settings.context(module_local_params=True):

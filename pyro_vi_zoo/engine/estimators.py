@@ -18,6 +18,7 @@ import math
 
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
+from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO
 from pyro.infer.util import is_identically_zero
 from pyro.poutine.messenger import Messenger
@@ -49,10 +50,7 @@ class STLTraceELBO(SyncFreeTraceELBO):
             if is_identically_zero(entropy_term):
                 continue
             at_detached = site["fn"].log_prob(site["value"].detach())
-            scale, mask = site["scale"], site["mask"]
-            if mask is not None:
-                at_detached = at_detached.masked_fill(~mask, 0.0) if isinstance(mask, torch.Tensor) else at_detached
-            at_detached = (at_detached * scale).sum()
+            at_detached = scale_and_mask(at_detached, site["scale"], site["mask"]).sum()
             total = total + at_detached - at_detached.detach()
         return total
 

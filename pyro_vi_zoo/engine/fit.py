@@ -107,8 +107,7 @@ def make_step(model, build_guide, args, settings: FitSettings, *, train_kwargs=N
     settings = with_enumeration(settings, model, args)
     if settings.seed is not None:
         pyro.set_rng_seed(settings.seed)
-    feeder = batches.feeder() if batches is not None else None
-    return SVIStep(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting, feeder)
+    return _new_step(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting, batches)
 
 
 def _best_start(model, build_guide, args, kwargs, settings, max_plate_nesting, label, batches=None, checkpoints=None):
@@ -126,8 +125,7 @@ def _best_start(model, build_guide, args, kwargs, settings, max_plate_nesting, l
         for restart in range(settings.restarts):
             if settings.seed is not None:
                 pyro.set_rng_seed(settings.seed + restart)
-            feeder = batches.feeder() if batches is not None else None
-            step = SVIStep(model, build_guide, args, kwargs, settings, max_plate_nesting, feeder)
+            step = _new_step(model, build_guide, args, kwargs, settings, max_plate_nesting, batches)
             losses = torch.empty(settings.steps, device=device)
             run_steps(step, pilot, losses, 0, bar)
             candidates.append((pilot_score(losses[:pilot]), restart, step, losses))
@@ -142,8 +140,7 @@ def _resumable(model, build_guide, args, kwargs, settings, max_plate_nesting, ba
     """One start that writes checkpoints as it goes, continuing from the last one when there is one."""
     if settings.restarts != 1:
         raise ZooError("checkpoints follow one start: use restarts=1 with --resume and checkpointed runs.")
-    feeder = batches.feeder() if batches is not None else None
-    step = SVIStep(model, build_guide, args, kwargs, settings, max_plate_nesting, feeder)
+    step = _new_step(model, build_guide, args, kwargs, settings, max_plate_nesting, batches)
     losses = torch.empty(settings.steps, device=args[0].device)
     state = checkpoints.load()
     start = 0 if state is None else checkpoints.restore(step, losses, state)
@@ -151,6 +148,12 @@ def _resumable(model, build_guide, args, kwargs, settings, max_plate_nesting, ba
     run_steps(step, settings.steps - start, losses, start, bar, checkpoints)
     checkpoints.remove()
     return step, losses
+
+
+def _new_step(model, build_guide, args, kwargs, settings, max_plate_nesting, batches) -> SVIStep:
+    """A fresh step (warm-up call included), fed by its own minibatch feeder when ``batches`` are given."""
+    feeder = batches.feeder() if batches is not None else None
+    return SVIStep(model, build_guide, args, kwargs, settings, max_plate_nesting, feeder)
 
 
 def pilot_score(losses: torch.Tensor) -> float:
