@@ -4,7 +4,8 @@ Fits the chosen guides to one model, prints the comparison table and writes
 ``--out/<model>/<timestamp>/``. Bad input exits with status 2 and one line that
 names the problem and the fix; a run where no guide finished exits with status 1
 and says which failed and why; Ctrl-C keeps the rows of the guides that finished
-and exits with status 130.
+and exits with status 130. Under ``torchrun`` the same command fits data-parallel
+(:mod:`pyro_vi_zoo.engine.distributed`); rank 0 prints and writes.
 """
 
 import argparse
@@ -17,6 +18,7 @@ import torch
 
 from .runner import compare
 from .devices import DEVICE_HELP, device_name
+from .engine import distributed
 from .engine.settings import DEFAULTS, ELBO_NAMES, OPTIMIZERS
 from .errors import ZooError
 from .family import Option
@@ -90,6 +92,9 @@ def build_parser(family=None) -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run in RUN_DIR (same model, data and settings): finished rows "
                              "are kept, models trained by epochs continue from their last checkpoint")
+    parser.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                        help="under torchrun: how long a process waits for the others before it stops with an "
+                             f"error (a process died or hung) (default: {distributed.DEFAULT_TIMEOUT_S})")
     parser.add_argument("--arviz", action="store_true",
                         help="also write each guide's draws as ArviZ InferenceData (netCDF) in the run folder "
                              "(needs pip install -e '.[arviz]')")
@@ -186,11 +191,13 @@ def run(argv: Optional[List[str]] = None) -> int:
     result = compare(
         family, guides=args.guide, data=args.data, data_options=data_options, model_options=model_opts,
         out=args.out, num_eval_samples=eval_samples, num_elbo_particles=100 if args.fast else 1000,
-        num_is_samples=is_samples, fast=args.fast, arviz=args.arviz, resume=args.resume, **settings_from(args),
+        num_is_samples=is_samples, fast=args.fast, arviz=args.arviz, resume=args.resume,
+        dist_timeout=args.dist_timeout, **settings_from(args),
     )
-    if not result.table.empty:
+    main_rank = distributed.world().is_main  # data-parallel under torchrun: rank 0 prints
+    if not result.table.empty and main_rank:
         print(summary(result.metrics))
-    if result.run_dir is not None:
+    if result.run_dir is not None and main_rank:
         print(f"results: {result.run_dir}")
     if result.interrupted:
         print(f"interrupted: kept {len(result.table)} finished guide(s)", file=sys.stderr)
@@ -210,6 +217,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ZooError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except distributed.DistributedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

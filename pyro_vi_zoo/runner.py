@@ -24,6 +24,7 @@ import torch
 from .devices import resolve_device
 from .engine import FitResult, FitSettings, fit_guide, latent_sites, resolve_settings
 from .engine.batches import EpochBatches
+from .engine import distributed
 from .engine.checkpoints import Checkpoints
 from .engine.fit import is_enumerated, seeded
 from .errors import DivergenceError, ZooError
@@ -32,6 +33,10 @@ from .guides.auto import AUTO_GUIDES
 from .registry import get_family
 from .runs import atomic_torch_save, atomic_write, make_run_dir, save_figure, write_json, write_table
 from .scoring import Baseline, Budget, Reference
+
+
+# what may differ between a run and its resumption (a data-parallel run resumes with any number of processes)
+RESUMABLE_CHANGES = ("torch", "processes")
 
 
 @dataclass(frozen=True)
@@ -85,11 +90,15 @@ def resolve_family(model) -> Family:
     raise ZooError(f"model must be a zoo model name, a Family, or a Pyro model function; got {type(model).__name__}.")
 
 
-def prepare(family: Family, data, settings: FitSettings, data_options=None, model_options=None):
-    """The family's data set, moved once to the settings' device, and its model bound to it."""
+def prepare(family: Family, data, settings: FitSettings, data_options=None, model_options=None,
+            dist_timeout: float = distributed.DEFAULT_TIMEOUT_S):
+    """The family's data set, moved once to the settings' device, and its model bound to it.
+
+    Under torchrun this joins the process group first (:func:`~pyro_vi_zoo.engine.distributed.launch`,
+    with ``dist_timeout`` seconds), and the device is this replica's."""
     from .data import Dataset
 
-    device = resolve_device(settings.device)
+    device = distributed.launch(resolve_device(settings.device), dist_timeout)
     dataset = data if isinstance(data, Dataset) else family.load_data(data, **(data_options or {}))
     dataset = dataset.to(device)
     return dataset, family.setup(dataset, **(model_options or {}))
@@ -147,9 +156,12 @@ def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, setti
     if settings.elbo == "stl" and not choice.has_density:
         raise ZooError(f"--elbo stl needs a guide with a density; {choice.name!r} is a point estimate "
                        "(its ELBO has no entropy term to stick); use --elbo trace for it.")
+    replicas = distributed.world()
+    if not replicas.is_main:  # rank 0 draws the progress bars
+        settings = settings.replace(progress=False)
     train_kwargs, batches = {}, None
     if settings.batch_size is not None and setup.make_batch is not None:
-        batches = EpochBatches(setup.make_batch, dataset.num_train, settings.batch_size, dataset.device)
+        batches = EpochBatches(setup.make_batch, dataset.num_train, settings.batch_size, dataset.device, replicas)
         if settings.epochs is not None:
             settings = settings.replace(steps=settings.epochs * batches.batches_per_epoch)
     elif settings.epochs is not None:
@@ -158,7 +170,12 @@ def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, setti
     elif settings.batch_size is not None:
         if setup.batch_keyword is None:
             raise ZooError(f"model {family.name!r} does not support minibatches; drop --batch-size.")
-        train_kwargs[setup.batch_keyword] = min(settings.batch_size, dataset.num_train)
+        # data-parallel, each replica's plate draws its own share of the global batch
+        global_batch = min(settings.batch_size, dataset.num_train)
+        if global_batch % replicas.size:
+            raise ZooError(f"the global batch of {global_batch} rows does not split evenly over {replicas.size} "
+                           f"processes; use a --batch-size that is a multiple of {replicas.size}.")
+        train_kwargs[setup.batch_keyword] = global_batch // replicas.size
     return fit_guide(
         setup.model, choice.build, dataset.train, settings, train_kwargs=train_kwargs,
         max_plate_nesting=setup.max_plate_nesting, model_name=family.name, guide_name=choice.name,
@@ -174,7 +191,7 @@ def _checkpoints(directory: Optional[Path], name: str, batches, settings: FitSet
 
 
 def fit(model, guide=None, data=None, *, data_options=None, model_options=None, settings: Optional[FitSettings] = None,
-        fast: bool = False, **overrides) -> FitResult:
+        fast: bool = False, dist_timeout: float = distributed.DEFAULT_TIMEOUT_S, **overrides) -> FitResult:
     """Fit one guide to one model by SVI.
 
     Args:
@@ -188,6 +205,8 @@ def fit(model, guide=None, data=None, *, data_options=None, model_options=None, 
         settings, overrides: a :class:`FitSettings` and keyword overrides of its fields
             (``steps=500, lr=0.01, device="cpu"``); explicit values beat the family's defaults.
         fast: the family's fast settings (smoke tests) under the explicit ones.
+        dist_timeout: under torchrun, seconds a replica waits for the others before it fails
+            (data-parallel fits: :mod:`pyro_vi_zoo.engine.distributed`).
 
     Returns:
         A :class:`~pyro_vi_zoo.engine.FitResult`.
@@ -195,7 +214,7 @@ def fit(model, guide=None, data=None, *, data_options=None, model_options=None, 
     family = resolve_family(model)
     settings = family_settings(family, settings, overrides, fast)
     with seeded(settings.seed):
-        dataset, setup = prepare(family, data, settings, data_options, model_options)
+        dataset, setup = prepare(family, data, settings, data_options, model_options, dist_timeout)
         choice = guide_choice(family.guides[0] if guide is None else guide, setup, family)
         check_guide_sites(choice, setup, dataset)
         return fit_choice(choice, family, setup, dataset, settings)
@@ -217,12 +236,13 @@ def compare(
     arviz: bool = False,
     resume=None,
     fast: bool = False,
+    dist_timeout: float = distributed.DEFAULT_TIMEOUT_S,
     **overrides,
 ) -> Comparison:
     """Fit each guide to one model and score the posteriors side by side.
 
     Args:
-        model, data, data_options, model_options, settings, fast, overrides: as for :func:`fit`.
+        model, data, data_options, model_options, settings, fast, dist_timeout, overrides: as for :func:`fit`.
         guides: guide names and guide callables (``None`` or ``"all"``: every row the family lists).
         out: a folder; results go to ``out/<model>/<timestamp>/`` (CSV, JSON, settings,
             fitted parameters, PNG figures). ``None`` writes nothing.
@@ -244,12 +264,13 @@ def compare(
     settings = family_settings(family, settings, overrides, fast)
     with seeded(settings.seed):
         return _compare(family, guides, data, settings, data_options, model_options, out, fast,
-                        Budget(num_eval_samples, num_elbo_particles, num_is_samples), draw_figures, arviz, resume)
+                        Budget(num_eval_samples, num_elbo_particles, num_is_samples), draw_figures, arviz, resume,
+                        dist_timeout)
 
 
 def _compare(family, guides, data, settings, data_options, model_options, out, fast, budget, draw_figures, arviz,
-             resume=None):
-    dataset, setup = prepare(family, data, settings, data_options, model_options)
+             resume=None, dist_timeout=distributed.DEFAULT_TIMEOUT_S):
+    dataset, setup = prepare(family, data, settings, data_options, model_options, dist_timeout)
     baselines = getattr(family.scoring, "baselines", {})
     rows = [row if (isinstance(row, str) and row in baselines) else guide_choice(row, setup, family)
             for row in resolve_rows(family, guides)]
@@ -257,16 +278,19 @@ def _compare(family, guides, data, settings, data_options, model_options, out, f
         if isinstance(row, GuideChoice):
             check_guide_sites(row, setup, dataset)
     config = _configuration(family, dataset, settings, data_options, model_options, setup)
+    replicas = distributed.world()
     finished = []
     if resume is not None:
         run_dir = Path(resume)
         finished = _resumed_rows(run_dir, config)
         done = {record["guide"] for record in finished}
         rows = [row for row in rows if (row if isinstance(row, str) else row.name) not in done]
-    else:
-        run_dir = make_run_dir(out, family.name) if out is not None else None
+    else:  # rank 0 makes the run folder; every replica learns where it is (checkpoints are read from it)
+        run_dir = make_run_dir(out, family.name) if out is not None and replicas.is_main else None
         if run_dir is not None:
             write_json(run_dir / "settings.json", config)
+        run_dir = replicas.broadcast_object(run_dir)
+    writes = run_dir is not None and replicas.is_main
     reference = None
     if family.scoring.reference is not None:
         reference = family.scoring.reference(dataset, setup, fast=fast, progress=settings.progress)
@@ -284,7 +308,7 @@ def _compare(family, guides, data, settings, data_options, model_options, out, f
             row_config = config if fitted is None else {**config, "settings": fitted.settings.to_dict()}
             records.append({"model": family.name, **record, **_flat_config(row_config)})
             result.table = pd.DataFrame(records)
-            if run_dir is not None:
+            if writes:
                 write_table(run_dir, result.table)
                 if fitted is not None:
                     atomic_torch_save(fitted.parameters(), run_dir / "parameters" / f"{record['guide']}.pt")
@@ -293,9 +317,9 @@ def _compare(family, guides, data, settings, data_options, model_options, out, f
                                              run_dir / "inference_data" / f"{record['guide']}.nc")
     except KeyboardInterrupt:
         result.interrupted = True
-    if draw_figures and result.fits:
+    if draw_figures and result.fits and replicas.is_main:
         result.figures = _figures(family, result, sites)
-        if run_dir is not None:
+        if writes:
             for figure_name, figure in result.figures.items():
                 save_figure(figure, run_dir / f"{figure_name}.png")
     return result
@@ -309,7 +333,7 @@ def _resumed_rows(run_dir: Path, config: Dict[str, Any]) -> List[Dict[str, Any]]
                        "an interrupted run printed as 'results:'.")
     stored = json.loads(path.read_text())
     new = json.loads(json.dumps(config, default=str))
-    differing = sorted(key for key in set(stored) | set(new) if key != "torch" and stored.get(key) != new.get(key))
+    differing = sorted(key for key in set(stored) | set(new) if key not in RESUMABLE_CHANGES and stored.get(key) != new.get(key))
     if differing:
         raise ZooError(f"--resume {os.fspath(run_dir)!r} was run with other {', '.join(differing)}; resume it with the "
                        "same model, data and settings (see its settings.json).")
@@ -388,6 +412,7 @@ def _configuration(family, dataset, settings, data_options, model_options, setup
         "model_options": dict(model_options or {}),
         "model_kwargs": {k: v for k, v in setup.model_kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))},
         "torch": torch.__version__,
+        "processes": distributed.world().size,
     }
 
 

@@ -171,6 +171,7 @@ COMMON_FLAGS = {  # flag -> (its arguments, a check of what reached compare())
     "--no-progress": ([], lambda call: call["progress"] is False),
     "--arviz": ([], lambda call: call["arviz"] is True),
     "--resume": (["runs/x"], lambda call: call["resume"] == "runs/x"),
+    "--dist-timeout": (["30"], lambda call: call["dist_timeout"] == 30.0),
 }
 FAMILY_FLAGS = {
     "bayes_regression": {

@@ -5,6 +5,10 @@ partial batch is dropped, so every step has the same shapes); the family's ``mak
 batch's row indices into the model's arguments (and may transform them, e.g. a fresh Bernoulli
 binarisation of grey images each time they are used). The step copies each batch into the same
 input tensors, so a step that is captured once can be replayed on every batch.
+
+Data-parallel (:mod:`.distributed`), ``batch_size`` is the global batch: rank 0 draws each epoch's
+order and broadcasts it, and replica ``rank`` of ``replicas`` takes its contiguous share of every
+global batch, so the replicas together visit exactly the rows one process would.
 """
 
 from dataclasses import dataclass
@@ -13,6 +17,7 @@ from typing import Any, Callable, Dict, Tuple
 import torch
 
 from ..errors import ZooError
+from .distributed import World
 
 
 @dataclass(frozen=True)
@@ -20,17 +25,21 @@ class EpochBatches:
     """Shuffled minibatch epochs over ``num_examples`` rows.
 
     ``make_batch(indices) -> (args, kwargs)`` gives the model's arguments for the rows
-    ``indices`` (a LongTensor on ``device``).
+    ``indices`` (a LongTensor on ``device``). ``world`` is the replicas that share each global batch.
     """
 
     make_batch: Callable[[torch.Tensor], Tuple[Tuple, Dict[str, Any]]]
     num_examples: int
     batch_size: int
     device: torch.device
+    world: World = World()
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise ZooError(f"batch_size must be positive, got {self.batch_size}.")
+        if self.size % self.world.size:
+            raise ZooError(f"the global batch of {self.size} rows does not split evenly over {self.world.size} "
+                           f"processes; use a --batch-size that is a multiple of {self.world.size}.")
 
     @property
     def batches_per_epoch(self) -> int:
@@ -38,14 +47,21 @@ class EpochBatches:
 
     @property
     def size(self) -> int:
+        """Rows in one global batch."""
         return min(self.batch_size, self.num_examples)
+
+    @property
+    def local_size(self) -> int:
+        """Rows in this replica's share of a global batch."""
+        return self.size // self.world.size
 
     def feeder(self) -> "BatchFeeder":
         return BatchFeeder(self)
 
 
 class BatchFeeder:
-    """Gives step ``i`` its batch: a new permutation at the start of each epoch, then consecutive slices."""
+    """Gives step ``i`` its batch: a new permutation at the start of each epoch, then consecutive slices
+    (this replica's share of each)."""
 
     def __init__(self, batches: EpochBatches):
         self.batches = batches
@@ -54,9 +70,10 @@ class BatchFeeder:
     def batch(self, step: int) -> Tuple[Tuple, Dict[str, Any]]:
         position = step % self.batches.batches_per_epoch
         if position == 0 or self.order is None:
-            self.order = torch.randperm(self.batches.num_examples, device=self.batches.device)
-        size = self.batches.size
-        return self.batches.make_batch(self.order[position * size:(position + 1) * size])
+            order = torch.randperm(self.batches.num_examples, device=self.batches.device)
+            self.order = self.batches.world.broadcast(order)
+        start = position * self.batches.size + self.batches.world.rank * self.batches.local_size
+        return self.batches.make_batch(self.order[start:start + self.batches.local_size])
 
 
 def copy_into(buffers, values) -> None:

@@ -25,15 +25,23 @@ class CaptureFallback(UserWarning):
     """The step runs eagerly instead of as a CUDA graph; the message says why."""
 
 
-def wants_capture(choice: str, device: torch.device, elbo: str) -> bool:
+def wants_capture(choice: str, device: torch.device, elbo: str, replicas: int = 1) -> bool:
     """Whether to record the step: ``auto`` on CUDA, ``on`` (CUDA required), ``off``; an ELBO that
-    reads values back to the host runs eagerly with a :class:`CaptureFallback` warning."""
+    reads values back to the host, or a data-parallel step (``replicas`` > 1, whose all-reduce this
+    version does not record), runs eagerly with a :class:`CaptureFallback` warning."""
     if choice not in CAPTURE_CHOICES:
         raise ZooError(f"unknown capture {choice!r}; choose one of: {', '.join(CAPTURE_CHOICES)}.")
     if choice == "on" and device.type != "cuda":
         raise ZooError(f"--capture on records the step as a CUDA graph, but this fit runs on {device}; "
                        "use --device cuda, or --capture auto/off.")
     if choice == "off" or device.type != "cuda":
+        return False
+    if replicas > 1:
+        if choice == "on":
+            raise ZooError(f"--capture on does not apply to a data-parallel fit ({replicas} processes): the step's "
+                           "gradient all-reduce is not recorded in a CUDA graph yet; use --capture auto or off.")
+        warnings.warn(f"running eagerly: a data-parallel step ({replicas} processes) all-reduces its gradients, "
+                      "which this version does not record in a CUDA graph", CaptureFallback)
         return False
     if elbo not in CAPTURABLE_ELBOS:
         warnings.warn(f"running eagerly: --elbo {elbo} reads values back to the host each step, which a CUDA "

@@ -3,7 +3,8 @@
 A checkpoint holds everything the next step depends on: the guide's and model's parameters, the
 optimiser's and the schedule's state, the losses so far, the epoch's order of minibatches and the random
 state. Resumed on the CPU with the same settings, a fit takes exactly the steps an uninterrupted one takes.
-Written atomically every ``every`` steps (an epoch); removed when the fit finishes.
+Written atomically every ``every`` steps (an epoch); removed when the fit finishes. A data-parallel fit
+(rank 0 writes) resumes with any number of processes: the checkpoint holds the global batches' order.
 """
 
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import torch
 from pyro.util import get_rng_state, set_rng_state
 
 from ..runs import atomic_torch_save
+from .distributed import world
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,9 @@ class Checkpoints:
         return next_index % self.every == 0
 
     def save(self, step, losses: torch.Tensor, next_index: int) -> None:
+        """Write the fit's state (data-parallel: rank 0 writes; the replicas' parameters are the same)."""
+        if not step.world.is_main:
+            return
         state = {
             "index": next_index,
             "losses": losses[:next_index].detach().cpu(),
@@ -65,4 +70,5 @@ class Checkpoints:
         return int(state["index"])
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if world().is_main:
+            self.path.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from pyro.util import get_rng_state, set_rng_state
 from ..errors import ZooError
 from .batches import EpochBatches
 from .checkpoints import Checkpoints
+from .distributed import rank_seed
 from .result import FitResult, model_trace
 from .settings import FitSettings
 from .step import SVIStep, run_steps
@@ -125,7 +126,8 @@ def _best_start(model, build_guide, args, kwargs, settings, max_plate_nesting, l
         for restart in range(settings.restarts):
             if settings.seed is not None:
                 pyro.set_rng_seed(settings.seed + restart)
-            step = _new_step(model, build_guide, args, kwargs, settings, max_plate_nesting, batches)
+            stream_seed = None if settings.seed is None else settings.seed + restart
+            step = _new_step(model, build_guide, args, kwargs, settings, max_plate_nesting, batches, stream_seed)
             losses = torch.empty(settings.steps, device=device)
             run_steps(step, pilot, losses, 0, bar)
             candidates.append((pilot_score(losses[:pilot]), restart, step, losses))
@@ -144,16 +146,19 @@ def _resumable(model, build_guide, args, kwargs, settings, max_plate_nesting, ba
     losses = torch.empty(settings.steps, device=args[0].device)
     state = checkpoints.load()
     start = 0 if state is None else checkpoints.restore(step, losses, state)
+    if start and step.world.rank > 0:  # the checkpoint holds rank 0's random state: give the others their own
+        pyro.set_rng_seed(rank_seed(0 if settings.seed is None else settings.seed, step.world.rank, salt=start))
     bar.update(start)
     run_steps(step, settings.steps - start, losses, start, bar, checkpoints)
     checkpoints.remove()
     return step, losses
 
 
-def _new_step(model, build_guide, args, kwargs, settings, max_plate_nesting, batches) -> SVIStep:
-    """A fresh step (warm-up call included), fed by its own minibatch feeder when ``batches`` are given."""
+def _new_step(model, build_guide, args, kwargs, settings, max_plate_nesting, batches, stream_seed=None) -> SVIStep:
+    """A fresh step (warm-up call included), fed by its own minibatch feeder when ``batches`` are given;
+    ``stream_seed`` seeds the replicas' own random streams in a data-parallel fit."""
     feeder = batches.feeder() if batches is not None else None
-    return SVIStep(model, build_guide, args, kwargs, settings, max_plate_nesting, feeder)
+    return SVIStep(model, build_guide, args, kwargs, settings, max_plate_nesting, feeder, stream_seed)
 
 
 def pilot_score(losses: torch.Tensor) -> float:

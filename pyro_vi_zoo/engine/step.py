@@ -19,6 +19,7 @@ from pyro import infer
 from ..errors import DivergenceError, ZooError
 from .batches import BatchFeeder, copy_into
 from .capture import CaptureFallback, GraphedUpdate, wants_capture
+from .distributed import world
 from .elbos import SyncFreeMeanFieldELBO, SyncFreeTraceELBO
 from .estimators import DReGELBO, ImportanceWeightedELBO, ScoreFunctionELBO, STLTraceELBO
 from .result import parameter_scope
@@ -60,8 +61,9 @@ class SVIStep:
     """
 
     def __init__(self, model, build_guide, args, kwargs, settings: FitSettings, max_plate_nesting: int,
-                 feeder: Optional[BatchFeeder] = None):
+                 feeder: Optional[BatchFeeder] = None, stream_seed: Optional[int] = None):
         self.settings, self.feeder = settings, feeder
+        self.world = world()
         if feeder is not None:  # the inputs become tensors of this step's own, refilled with every batch
             args, kwargs = feeder.batch(0)
             args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
@@ -82,10 +84,12 @@ class SVIStep:
             self.params = self._collect_parameters()
         if not self.params:
             raise ZooError("the guide has no parameters to fit; check that it calls pyro.param or is an AutoGuide.")
+        # data-parallel: every replica starts from rank 0's parameters and draws its own noise
+        self.world.synchronise(self.params, settings.seed if stream_seed is None else stream_seed)
         self.gamma = settings.lr_decay ** (1.0 / settings.steps)
         device = self.params[0].device
         self.graphed = None
-        if wants_capture(settings.capture, device, settings.elbo) and self.differentiable:
+        if wants_capture(settings.capture, device, settings.elbo, self.world.size) and self.differentiable:
             # a learning rate that lives on the device and decays inside the recorded step
             self.optimizer = torch.optim.Adam(self.params, lr=torch.tensor(settings.lr, device=device), capturable=True)
             self.schedule = None
@@ -136,6 +140,8 @@ class SVIStep:
             loss.backward()
         else:
             loss = torch.as_tensor(self.elbo.loss_and_grads(self.model, self.guide, *self.args, **self.kwargs))
+        if self.world.parallel:
+            loss = self._average_over_replicas(loss)
         if self.settings.optimizer == "clipped_adam":
             torch.nn.utils.clip_grad_norm_(self.params, self.settings.clip_norm, foreach=True)
         self.optimizer.step()
@@ -145,6 +151,16 @@ class SVIStep:
             for group in self.optimizer.param_groups:
                 group["lr"].mul_(self.gamma)
         return loss.detach()
+
+
+    def _average_over_replicas(self, loss: torch.Tensor) -> torch.Tensor:
+        """The replicas' mean gradients (in place) and mean loss: the gradient of the global batch."""
+        for parameter in self.params:
+            if parameter.grad is None:  # a parameter this replica's batch did not reach
+                parameter.grad = torch.zeros_like(parameter)
+        mean_loss = loss.detach().reshape(1).to(self.params[0].device, copy=True)
+        self.world.average([parameter.grad for parameter in self.params] + [mean_loss])
+        return mean_loss[0]
 
 
 def _adam(params, lr):
