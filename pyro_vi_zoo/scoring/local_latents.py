@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 import pyro
 import torch
 
+from ..engine import distributed
 from .global_latents import Budget, timing
 
 
@@ -62,10 +63,15 @@ def _summed(trace, num_samples: int, batch: int) -> torch.Tensor:
 def local_bounds(model: Callable, guide: Callable, args: Tuple, num_samples: int,
                  chunk_examples: int = 100, chunk_samples: int = 500) -> LocalBounds:
     """Per-example bounds over every example of ``args`` (leading dimension), in chunks of
-    ``chunk_examples`` examples × ``chunk_samples`` draws, accumulating log-sum-exps."""
+    ``chunk_examples`` examples × ``chunk_samples`` draws, accumulating log-sum-exps.
+
+    Data-parallel, the replicas share the chunks and gather the results, so every replica gets the
+    bounds of every example (each drawn by one replica)."""
     num_examples = int(args[0].shape[0])
+    replicas = distributed.world()
+    starts = list(range(0, num_examples, chunk_examples))
     elbos, log_likelihoods = [], []
-    for start in range(0, num_examples, chunk_examples):
+    for start in starts[replicas.rank::replicas.size]:
         chunk = tuple(a[start:start + chunk_examples] for a in args)
         total_weight, total_log = None, None
         for drawn in range(0, num_samples, chunk_samples):
@@ -75,6 +81,10 @@ def local_bounds(model: Callable, guide: Callable, args: Tuple, num_samples: int
             total_weight = log_weights.sum(0) if total_weight is None else total_weight + log_weights.sum(0)
         elbos.append((total_weight / num_samples).cpu())
         log_likelihoods.append((total_log - math.log(num_samples)).cpu())
+    if replicas.parallel:  # chunk i was drawn by rank i % size: put them back in order
+        shares = replicas.gather_objects((elbos, log_likelihoods))
+        elbos = [shares[i % replicas.size][0][i // replicas.size] for i in range(len(starts))]
+        log_likelihoods = [shares[i % replicas.size][1][i // replicas.size] for i in range(len(starts))]
     return LocalBounds(torch.cat(elbos), torch.cat(log_likelihoods), num_samples)
 
 
