@@ -22,9 +22,8 @@ import pyro
 import torch
 
 from .devices import resolve_device
-from .engine import FitResult, FitSettings, fit_guide, latent_sites, resolve_settings
+from .engine import FitResult, FitSettings, distributed, fit_guide, latent_sites, resolve_settings
 from .engine.batches import EpochBatches
-from .engine import distributed
 from .engine.checkpoints import Checkpoints
 from .engine.fit import is_enumerated, seeded
 from .errors import DivergenceError, ZooError

@@ -155,6 +155,9 @@ def launch(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> torch.
         raise ZooError(f"the process-group timeout must be positive, got {timeout_s} s.")
     local_rank = int(os.environ["LOCAL_RANK"])
     if device.type == "cuda":
+        if device.index is not None:
+            raise ZooError(f"--device {device} would put every torchrun process on one GPU; use --device cuda "
+                           "(each process takes cuda:LOCAL_RANK), or CUDA_VISIBLE_DEVICES to choose the GPUs.")
         if local_rank >= torch.cuda.device_count():
             raise ZooError(f"torchrun started local rank {local_rank} but this node has {torch.cuda.device_count()} "
                            "GPU(s); use --nproc-per-node at most the number of GPUs, or --device cpu.")
@@ -177,7 +180,7 @@ def shutdown() -> None:
 def _collective(what: str):
     try:
         yield
-    except (RuntimeError, dist.DistBackendError) as error:
+    except RuntimeError as error:  # torch's DistBackendError and timeouts included
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DistributedError(
             f"rank {world().rank if dist.is_initialized() else os.environ.get('RANK', '?')}: {what} failed "

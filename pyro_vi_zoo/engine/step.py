@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional
 
 import pyro
 import torch
-import torch._dynamo  # noqa: F401  (torch imports it when the first optimiser is built: a second kept out of fit timings)
+import torch._dynamo  # noqa: F401  (torch imports it with the first optimiser: a second kept out of fit timings)
 from pyro import infer
 
 from ..errors import DivergenceError, ZooError
@@ -152,7 +152,6 @@ class SVIStep:
             for group in self.optimizer.param_groups:
                 group["lr"].mul_(self.gamma)
         return loss.detach()
-
 
     def _average_over_replicas(self, loss: torch.Tensor) -> torch.Tensor:
         """The replicas' mean gradients (in place) and mean loss: the gradient of the global batch."""
