@@ -169,6 +169,28 @@ def test_a_run_interrupted_on_one_process_resumes_on_two(tmp_path, monkeypatch, 
     assert pd.read_csv(run_dir / "results.csv")["processes"].tolist() == [2]
 
 
+PYTHON_API = """
+import torch
+import pyro_vi_zoo as zoo
+from pyro_vi_zoo.engine import distributed
+fit = zoo.fit("autorec", guide="mean_field", model_options={"hidden": 8}, fast=True, seed=1, device="cpu",
+              progress=False)
+total = sum(float(p.double().sum()) for p in fit.parameters().values())
+print(f"rank {distributed.world().rank} of {distributed.world().size}: {total!r} {len(fit.losses)}", flush=True)
+"""
+
+
+def test_fit_from_python_joins_the_group_and_keeps_every_replica_identical(tmp_path):
+    """A stochastic guide: each replica draws its own noise, yet the averaged steps keep the parameters equal."""
+    script = tmp_path / "fit.py"
+    script.write_text(PYTHON_API)
+    launched = torchrun([script], module=False)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    lines = sorted(line for line in launched.stdout.splitlines() if line.startswith("rank "))
+    assert [line.split(":")[0] for line in lines] == ["rank 0 of 2", "rank 1 of 2"]
+    assert lines[0].split(": ")[1] == lines[1].split(": ")[1]
+
+
 HANGING_REPLICA = """
 import sys, time, torch
 from pyro_vi_zoo.engine import distributed
