@@ -59,6 +59,9 @@ class Setup:
         compared_sites: sites whose marginals are compared; ``None``: every latent site.
         batch_keyword: the model keyword that takes a minibatch size (a plate that
             subsamples the full data itself); ``None``: no such keyword.
+        subsample_keyword: the model keyword that takes that plate's row indices instead
+            (``subsample``); data-parallel replicas then share one shuffled order per epoch,
+            each taking its part of every global batch. ``None``: each replica's plate draws its own.
         make_batch: for models that take their batch as arguments, ``make_batch(indices)
             -> (args, kwargs)`` for the training rows ``indices``; ``--batch-size`` then
             trains by shuffled epochs (:mod:`pyro_vi_zoo.engine.batches`).
@@ -73,6 +76,7 @@ class Setup:
     score_model: Optional[Callable] = None
     compared_sites: Optional[Tuple[str, ...]] = None
     batch_keyword: Optional[str] = "subsample_size"
+    subsample_keyword: Optional[str] = None
     make_batch: Optional[Callable] = None
 
 

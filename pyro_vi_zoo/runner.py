@@ -169,17 +169,34 @@ def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, setti
     elif settings.batch_size is not None:
         if setup.batch_keyword is None:
             raise ZooError(f"model {family.name!r} does not support minibatches; drop --batch-size.")
-        # data-parallel, each replica's plate draws its own share of the global batch
         global_batch = min(settings.batch_size, dataset.num_train)
         if global_batch % replicas.size:
             raise ZooError(f"the global batch of {global_batch} rows does not split evenly over {replicas.size} "
                            f"processes; use a --batch-size that is a multiple of {replicas.size}.")
+        if replicas.parallel and setup.subsample_keyword is not None:
+            # a distributed sampler: each replica's plate gets its share of one shuffled global batch
+            shards = plate_shards(setup, dataset, global_batch, replicas)
+            return _fit(choice, family, setup, dataset, settings, {}, shards, None)
+        # otherwise each replica's plate draws its own share
         train_kwargs[setup.batch_keyword] = global_batch // replicas.size
+    return _fit(choice, family, setup, dataset, settings, train_kwargs, batches,
+                _checkpoints(checkpoint_dir, choice.name, batches, settings))
+
+
+def plate_shards(setup: Setup, dataset, global_batch: int, replicas: distributed.World) -> EpochBatches:
+    """Minibatches for a model whose plate takes its rows' indices: shuffled epochs, shared by the replicas
+    (steps still count steps; the data set stays whole, only the indices change)."""
+    train, keyword = dataset.train, setup.subsample_keyword
+    return EpochBatches(lambda rows: (train, {keyword: rows}), dataset.num_train, global_batch, dataset.device,
+                        replicas)
+
+
+def _fit(choice, family, setup, dataset, settings, train_kwargs, batches, checkpoints) -> FitResult:
     return fit_guide(
         setup.model, choice.build, dataset.train, settings, train_kwargs=train_kwargs,
         max_plate_nesting=setup.max_plate_nesting, model_name=family.name, guide_name=choice.name,
         has_density=choice.has_density, finalize=choice.finalize, score_model=setup.score_model, batches=batches,
-        checkpoints=_checkpoints(checkpoint_dir, choice.name, batches, settings),
+        checkpoints=checkpoints,
     )
 
 

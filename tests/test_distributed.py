@@ -77,6 +77,26 @@ def test_replicas_share_each_global_batch_between_them():
         assert torch.equal(torch.cat(got), expected)
 
 
+@pytest.mark.parametrize("model_name", ["bayes_regression", "bnn_regression", "gmm"])
+def test_regression_and_mixture_plates_take_rows_chosen_outside(model_name, device):
+    """``subsample=`` indices reach the data plate: those rows are observed, scaled by n / their number."""
+    import pyro
+
+    from pyro_vi_zoo.registry import get_family
+
+    family = get_family(model_name)
+    dataset = family.load_data(None).to(device)
+    setup = family.setup(dataset)
+    rows = torch.tensor([5, 0, 3, 17], device=device)
+    trace = pyro.poutine.trace(setup.model).get_trace(*dataset.train, **{setup.subsample_keyword: rows})
+    (site,) = [s for s in trace.nodes.values() if s["type"] == "sample" and s["is_observed"]]
+    observed = dataset.train[-1] if model_name != "gmm" else dataset.train[0]
+    assert torch.equal(site["value"], observed[rows])
+    assert site["scale"] == pytest.approx(dataset.num_train / 4)
+    guide = setup.guides["mean_field"]()
+    pyro.poutine.trace(guide).get_trace(*dataset.train, **{setup.subsample_keyword: rows})  # guides take it too
+
+
 def test_a_global_batch_that_does_not_split_evenly_is_one_clear_error():
     with pytest.raises(ZooError, match="does not split evenly over 3 processes; use a --batch-size that is a multiple"):
         EpochBatches(lambda rows: ((rows,), {}), 100, 32, torch.device("cpu"), SharedOrder(0, 3))

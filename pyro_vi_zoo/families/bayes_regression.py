@@ -56,6 +56,7 @@ def setup(dataset, *, noise: str = None, prior_scale: float = None) -> Setup:
         model=functools.partial(bayes_regression, **kwargs),
         guides={"mean_field": lambda: functools.partial(bayes_regression_guide, **kwargs)},
         model_kwargs=kwargs,
+        subsample_keyword="subsample",
         compared_sites=("weight", "bias", "sigma"),
     )
 

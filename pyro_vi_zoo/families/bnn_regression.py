@@ -69,6 +69,7 @@ def setup(dataset, *, hidden=None, prior_scale: float = None) -> Setup:
         model_kwargs={"hidden": ",".join(map(str, widths)), "prior_scale": prior_scale, "noise_prior_scale": 1.0},
         auto_guide_options=lambda: {"init_loc_fn": linear_layer_init(x.shape[-1], widths)},
         compared_sites=("sigma",),
+        subsample_keyword="subsample",
     )
 
 

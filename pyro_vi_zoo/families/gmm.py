@@ -86,6 +86,7 @@ def setup(dataset, *, components=None, assignments=None, ordered=None) -> Setup:
         model=functools.partial(gmm, **kwargs),
         guides={"mean_field": lambda: functools.partial(gmm_mean_field, **kwargs)},
         model_kwargs=kwargs,
+        subsample_keyword="subsample",
         max_plate_nesting=MAX_PLATE_NESTING,
         auto_guide_options=lambda: {"init_loc_fn": kmeans_init(dataset.train[0], num_components, ordered)},
         score_model=functools.partial(gmm, **dict(kwargs, assignments="marginalised")),

@@ -20,6 +20,7 @@ def bayes_regression_guide(
     noise_scale: float = None,
     noise_prior_scale: float = 1.0,
     subsample_size: int = None,
+    subsample: torch.Tensor = None,
 ):
     """Mean-field guide; same signature and latent site names as the model."""
     num_features = features.shape[-1]

@@ -35,13 +35,13 @@ DEFAULT_INIT_SCALE = 0.01
 
 
 def bnn_regression_guide(x: torch.Tensor, y: torch.Tensor = None, *, net=None, hidden=(50,), prior_scale: float = 1.0,
-                         noise_prior_scale: float = 1.0, subsample_size: int = None,
+                         noise_prior_scale: float = 1.0, subsample_size: int = None, subsample=None,
                          init_scale: float = DEFAULT_INIT_SCALE):
     """Mean-field guide: a Normal per weight and bias of every layer, a LogNormal for ``sigma``.
 
     Takes the model's arguments (:func:`~pyro_vi_zoo.models.bnn_regression.bnn_regression`);
     the layer sizes come from ``net`` when given, else from ``x`` and ``hidden``.
-    ``prior_scale``, ``noise_prior_scale`` and ``subsample_size`` are accepted so
+    ``prior_scale``, ``noise_prior_scale``, ``subsample_size`` and ``subsample`` are accepted so
     one keyword dict binds both model and guide; the guide has no local latents.
     """
     sizes = net.sizes if net is not None else layer_sizes(x.shape[-1], hidden)

@@ -22,7 +22,8 @@ from pyro.distributions import constraints
 from ..models.gmm import OrderedFirstColumnTransform, check_model_arguments
 
 
-def gmm_mean_field(data, *, num_components=2, assignments="marginalised", ordered=False, priors=None, subsample_size=None):
+def gmm_mean_field(data, *, num_components=2, assignments="marginalised", ordered=False, priors=None, subsample_size=None,
+                   subsample=None):
     """Mean-field guide with the model's signature; site names ``weights``, ``locs``, ``scales``."""
     check_model_arguments(data, num_components, assignments, priors)
     start = _lazy_initial_values(data, num_components, ordered)

@@ -12,6 +12,7 @@ model the zoo's yardstick for guides.
 import pyro
 import pyro.distributions as dist
 import torch
+from .plates import minibatch_plate
 
 
 def bayes_regression(
@@ -22,6 +23,7 @@ def bayes_regression(
     noise_scale: float = None,
     noise_prior_scale: float = 1.0,
     subsample_size: int = None,
+    subsample: torch.Tensor = None,
 ):
     """Pyro model of Bayesian linear regression.
 
@@ -32,6 +34,8 @@ def bayes_regression(
         noise_scale: known noise standard deviation; ``None`` puts a HalfNormal
             prior of scale ``noise_prior_scale`` on it (site ``"sigma"``).
         subsample_size: minibatch size for SVI (``None`` uses all rows).
+        subsample: the minibatch's row indices, chosen outside (a data-parallel replica's share of a
+            shuffled global batch); replaces ``subsample_size``. The likelihood is scaled by n / its length.
 
     Returns:
         The mean of y for the rows in the (sub)sample.
@@ -45,7 +49,7 @@ def bayes_regression(
         sigma = pyro.sample("sigma", dist.HalfNormal(features.new_tensor(noise_prior_scale)))
     else:
         sigma = features.new_tensor(noise_scale)
-    with pyro.plate("data", num_points, subsample_size=subsample_size, device=features.device) as index:
+    with minibatch_plate(num_points, subsample_size, subsample, features.device) as index:
         if len(index) < num_points:
             features, y = features[index], None if y is None else y[index]
         # vectorised draws arrive as (..., 1, d), the 1 being this plate's slot: drop it, then (..., d) @ (d, n)

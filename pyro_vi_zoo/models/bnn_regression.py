@@ -34,6 +34,7 @@ import torch
 from pyro.nn import PyroModule, PyroSample
 from torch import nn
 from torch.nn import functional as F
+from .plates import minibatch_plate
 
 __all__ = [
     "BayesianLinear",
@@ -145,21 +146,24 @@ class BayesianMLP(PyroModule):
         weight, bias = weights[-1]
         return linear_forward(hidden, weight, bias).squeeze(-1)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor = None, subsample_size: int = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor = None, subsample_size: int = None,
+                subsample: torch.Tensor = None) -> torch.Tensor:
         if self.noise_prior_scale.device != x.device:
             self.to(x.device)
         weights = self.sample_weights()
         sigma = self.sigma  # batch shape () or (..., S, 1): broadcasts against the (..., S, n) mean
-        with pyro.plate("data", x.shape[0], subsample_size=subsample_size, device=x.device) as index:
-            x_batch = x.index_select(0, index) if subsample_size is not None else x
-            y_batch = y.index_select(0, index) if (y is not None and subsample_size is not None) else y
+        with minibatch_plate(x.shape[0], subsample_size, subsample, x.device) as index:
+            minibatch = subsample_size is not None or subsample is not None
+            x_batch = x.index_select(0, index) if minibatch else x
+            y_batch = y.index_select(0, index) if (y is not None and minibatch) else y
             mean = self.mean(x_batch, weights)
             pyro.sample("y", dist.Normal(mean, sigma), obs=y_batch)
         return mean
 
 
 def bnn_regression(x: torch.Tensor, y: torch.Tensor = None, *, net: BayesianMLP = None, hidden=(50,),
-                   prior_scale: float = 1.0, noise_prior_scale: float = 1.0, subsample_size: int = None):
+                   prior_scale: float = 1.0, noise_prior_scale: float = 1.0, subsample_size: int = None,
+                   subsample: torch.Tensor = None):
     """The Bayesian MLP regression model as a plain Pyro model function.
 
     Pass a :class:`BayesianMLP` as ``net`` to reuse one (the usual case: build it
@@ -169,7 +173,7 @@ def bnn_regression(x: torch.Tensor, y: torch.Tensor = None, *, net: BayesianMLP 
     """
     if net is None:
         net = BayesianMLP(x.shape[-1], hidden, prior_scale, noise_prior_scale).to(x.device)
-    return net(x, y, subsample_size=subsample_size)
+    return net(x, y, subsample_size=subsample_size, subsample=subsample)
 
 
 class MaximumLikelihoodMLP(nn.Module):

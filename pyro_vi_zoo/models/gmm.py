@@ -52,6 +52,7 @@ from torch.distributions import biject_to, transform_to
 from torch.distributions.transforms import Transform
 
 from ..errors import DataError, ZooError
+from .plates import minibatch_plate
 
 ASSIGNMENT_MODES = ("marginalised", "enumerated")
 SCALE_PRIORS = ("lognormal", "halfnormal")
@@ -79,7 +80,8 @@ class MixturePriors:
     scale_scale: Number = 2.0
 
 
-def gmm(data, *, num_components=2, assignments="marginalised", ordered=False, priors=None, subsample_size=None):
+def gmm(data, *, num_components=2, assignments="marginalised", ordered=False, priors=None, subsample_size=None,
+        subsample=None):
     """The Gaussian mixture model of this module's docstring.
 
     Args:
@@ -91,6 +93,7 @@ def gmm(data, *, num_components=2, assignments="marginalised", ordered=False, pr
         ordered: order the component locations along the first dimension.
         priors: a :class:`MixturePriors`; ``None`` means the defaults.
         subsample_size: minibatch size of the data plate, ``None`` for all points.
+        subsample: the minibatch's indices chosen outside (replaces ``subsample_size``).
 
     Returns the global parameters ``(weights, locs, scales)``.
     """
@@ -104,8 +107,8 @@ def gmm(data, *, num_components=2, assignments="marginalised", ordered=False, pr
             locs = pyro.sample("locs", location_prior(data, priors)).unsqueeze(-3)
     if ordered:
         locs = pyro.sample("locs", ordered_location_prior(data, num_components, priors))
-    with pyro.plate("data", num_data, subsample_size=subsample_size, device=data.device) as index:
-        batch = data if subsample_size is None else data.index_select(0, index)
+    with minibatch_plate(num_data, subsample_size, subsample, data.device) as index:
+        batch = data if subsample_size is None and subsample is None else data.index_select(0, index)
         if assignments == "enumerated":
             assignment = pyro.sample("assignment", dist.Categorical(weights), infer={"enumerate": "parallel"})
             component = dist.Normal(Vindex(locs)[..., assignment, :], Vindex(scales)[..., assignment, :])
