@@ -14,15 +14,15 @@ import torch.distributions as td
 from pyro_vi_zoo.data.mixture import default_mixture
 from pyro_vi_zoo.registry import get_family
 
-from svi_overhead import Case, zoo_steps
+from svi_overhead import make_case, zoo_steps
 
 
 def _vector(data, value, size):
     return torch.as_tensor(value, dtype=data.dtype, device=data.device).expand(size)
 
 
-def hand_written_step(data, num_components, priors, lr=0.01):
-    """k steps of mean-field SVI for the marginalised Gaussian mixture in plain PyTorch."""
+def hand_written_update(data, num_components, priors, lr=0.01, capturable=False):
+    """One step of mean-field SVI for the marginalised Gaussian mixture in plain PyTorch (returns the loss)."""
     num_data, dim = data.shape
     shape = (num_components, dim)
     generator = torch.Generator(device="cpu").manual_seed(0)
@@ -35,27 +35,27 @@ def hand_written_step(data, num_components, priors, lr=0.01):
         "scales_loc": data.std(0).mul(0.5).log().expand(shape).clone().requires_grad_(),
         "scales_log_scale": torch.full(shape, -3.0, device=data.device, requires_grad=True),
     }
-    optimizer = torch.optim.Adam(params.values(), lr=lr)
+    optimizer = torch.optim.Adam(params.values(), lr=lr, capturable=capturable)
     weight_prior = td.Dirichlet(_vector(data, priors.weight_concentration, (num_components,)))
     loc_prior = td.Normal(_vector(data, priors.loc_loc, (dim,)), _vector(data, priors.loc_scale, (dim,)))
     scale_prior = td.LogNormal(_vector(data, priors.scale_loc, (dim,)), _vector(data, priors.scale_scale, (dim,)))
 
-    def run(steps):
-        for _ in range(steps):
-            optimizer.zero_grad()
-            q_weights = td.Dirichlet(params["log_concentration"].exp())
-            q_locs = td.Normal(params["locs_loc"], params["locs_log_scale"].exp())
-            q_scales = td.LogNormal(params["scales_loc"], params["scales_log_scale"].exp())
-            weights, locs, scales = q_weights.rsample(), q_locs.rsample(), q_scales.rsample()
-            log_prior = weight_prior.log_prob(weights) + loc_prior.log_prob(locs).sum() + scale_prior.log_prob(scales).sum()
-            component = td.Normal(locs, scales).log_prob(data.unsqueeze(-2)).sum(-1) + weights.log()
-            log_likelihood = component.logsumexp(-1).sum()
-            log_q = q_weights.log_prob(weights) + q_locs.log_prob(locs).sum() + q_scales.log_prob(scales).sum()
-            loss = log_q - log_prior - log_likelihood
-            loss.backward()
-            optimizer.step()
+    def update():
+        optimizer.zero_grad(set_to_none=not capturable)
+        q_weights = td.Dirichlet(params["log_concentration"].exp())
+        q_locs = td.Normal(params["locs_loc"], params["locs_log_scale"].exp())
+        q_scales = td.LogNormal(params["scales_loc"], params["scales_log_scale"].exp())
+        weights, locs, scales = q_weights.rsample(), q_locs.rsample(), q_scales.rsample()
+        log_prior = weight_prior.log_prob(weights) + loc_prior.log_prob(locs).sum() + scale_prior.log_prob(scales).sum()
+        component = td.Normal(locs, scales).log_prob(data.unsqueeze(-2)).sum(-1) + weights.log()
+        log_likelihood = component.logsumexp(-1).sum()
+        log_q = q_weights.log_prob(weights) + q_locs.log_prob(locs).sum() + q_scales.log_prob(scales).sum()
+        loss = log_q - log_prior - log_likelihood
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
 
-    return run
+    return update
 
 
 def cases(device):
@@ -71,8 +71,11 @@ def cases(device):
     for assignments, elbo, guides, target in variants:
         setup = family.setup(dataset, assignments=assignments)
         kwargs = setup.model_kwargs
+        floor = lambda capturable, kwargs=kwargs: hand_written_update(data, kwargs["num_components"], kwargs["priors"],
+                                                                      capturable=capturable)
         for guide in guides:
-            floor = hand_written_step(data, kwargs["num_components"], kwargs["priors"])
             label = f"gmm n={len(data)} {assignments:12s} {guide:11s} {elbo}"
-            out.append(Case(label, zoo_steps("gmm", guide, dataset, setup, elbo), floor, target))
+            zoo = lambda capture, guide=guide, elbo=elbo, setup=setup: zoo_steps("gmm", guide, dataset, setup, elbo,
+                                                                                  capture)
+            out.append(make_case(label, zoo, floor, device, elbo, target))
     return out

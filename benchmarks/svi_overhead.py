@@ -6,9 +6,14 @@ interleaved in blocks, after a warm-up; the figure reported is the ratio of the
 median per-step times (ours / floor), so machine speed cancels out.
 
 Each model contributes cases from ``benchmarks/overhead_<model>.py``: a function
-``cases(device) -> list[Case]``. Run::
+``cases(device) -> list[Case]``. On CUDA every case whose ELBO can be recorded is also timed captured:
+the zoo's step with ``capture="on"`` (recorded once as a CUDA graph, then replayed) against the same
+hand-written step recorded the same way (:class:`~pyro_vi_zoo.engine.capture.GraphedUpdate`, Adam with
+``capturable=True``). The captured ratio (zoo / floor, aim 1.2) and the zoo's own speed-up from
+capture (eager / captured, aim 10 on linear regression and the BNN) are printed beside the eager ones.
+Run::
 
-    python benchmarks/svi_overhead.py [--models bayes_regression ...] [--device cpu] [--rounds 30]
+    python benchmarks/svi_overhead.py [--models bayes_regression ...] [--device cpu|cuda] [--rounds 30]
 """
 
 import argparse
@@ -18,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import torch
 
@@ -26,14 +31,14 @@ HERE = Path(__file__).resolve().parent
 MAX_STEPS = 10**6
 
 
-def zoo_steps(model: str, guide: str, dataset, setup, elbo: str) -> Callable[[int], None]:
+def zoo_steps(model: str, guide: str, dataset, setup, elbo: str, capture: str = "off") -> Callable[[int], None]:
     """k steps of pyro_vi_zoo's own loop (``make_step`` + ``run_steps``, as ``fit`` runs them)."""
     from pyro_vi_zoo.engine import make_step, resolve_settings, run_steps
     from pyro_vi_zoo.registry import get_family
     from pyro_vi_zoo.runner import guide_choice
 
     settings = resolve_settings({}, overrides=dict(elbo=elbo, num_particles=1, lr=0.01, lr_decay=1.0, steps=MAX_STEPS,
-                                                   progress=False, seed=0))
+                                                   progress=False, seed=0, capture=capture))
     choice = guide_choice(guide, setup, get_family(model))
     step = make_step(setup.model, choice.build, dataset.train, settings, max_plate_nesting=setup.max_plate_nesting)
     losses = torch.empty(MAX_STEPS, device=dataset.train[0].device)
@@ -42,12 +47,50 @@ def zoo_steps(model: str, guide: str, dataset, setup, elbo: str) -> Callable[[in
 
 @dataclass
 class Case:
-    """One comparison: ``zoo(k)`` and ``floor(k)`` each run k optimisation steps."""
+    """One comparison: ``zoo(k)`` and ``floor(k)`` each run k optimisation steps; on CUDA also their
+    captured versions ``zoo_graph`` and ``floor_graph``."""
 
     label: str
     zoo: Callable[[int], None]
     floor: Callable[[int], None]
     target: float = 2.0
+    zoo_graph: Optional[Callable[[int], None]] = None
+    floor_graph: Optional[Callable[[int], None]] = None
+
+
+def repeat(update: Callable[[], torch.Tensor]) -> Callable[[int], None]:
+    """``run(k)``: k calls of a one-step ``update``."""
+
+    def run(steps):
+        for _ in range(steps):
+            update()
+
+    return run
+
+
+def make_case(label: str, zoo, floor, device, elbo: str, target: float) -> Case:
+    """A case from ``zoo(capture) -> run`` and ``floor(capturable) -> update``; captured variants on CUDA."""
+    from pyro_vi_zoo.engine.capture import CAPTURABLE_ELBOS, GraphedUpdate
+
+    case = Case(label, zoo("off"), repeat(floor(False)), target)
+    if device.type == "cuda" and elbo in CAPTURABLE_ELBOS:
+        case.zoo_graph, case.floor_graph = zoo("on"), repeat(unvalidated(GraphedUpdate(floor(True))))
+    return case
+
+
+def unvalidated(update: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """``update`` with torch's argument checks off (they read values back to the host, which a CUDA graph
+    cannot record; the zoo's step runs without them after its validated warm-up call too)."""
+
+    def run():
+        before = torch.distributions.Distribution._validate_args
+        torch.distributions.Distribution.set_default_validate_args(False)
+        try:
+            return update()
+        finally:
+            torch.distributions.Distribution.set_default_validate_args(before)
+
+    return run
 
 
 def load_cases(models, device) -> List[Case]:
@@ -74,15 +117,17 @@ def per_step_seconds(run: Callable[[int], None], steps: int, device) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def measure(case: Case, device, rounds: int, block: int, warmup: int):
-    """Median per-step seconds of ours and of the floor, interleaved block by block."""
-    case.zoo(warmup)
-    case.floor(warmup)
-    ours, floor = [], []
+def measure(case: Case, device, rounds: int, block: int, warmup: int) -> List[float]:
+    """Median per-step seconds of ours and of the floor (then their captured versions, where there are),
+    interleaved block by block."""
+    runs = [run for run in (case.zoo, case.floor, case.zoo_graph, case.floor_graph) if run is not None]
+    for run in runs:
+        run(warmup)
+    times = [[] for _ in runs]
     for _ in range(rounds):
-        ours.append(per_step_seconds(case.zoo, block, device))
-        floor.append(per_step_seconds(case.floor, block, device))
-    return statistics.median(ours), statistics.median(floor)
+        for run, samples in zip(runs, times):
+            samples.append(per_step_seconds(run, block, device))
+    return [statistics.median(samples) for samples in times]
 
 
 def main(argv=None):
@@ -96,12 +141,20 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"{'case':58s} {'ours ms':>8s} {'floor ms':>9s} {'ratio':>6s} {'target':>7s}")
+    header = f"{'case':58s} {'ours ms':>8s} {'floor ms':>9s} {'ratio':>6s} {'target':>7s}"
+    if device.type == "cuda":
+        header += f"  {'ours graph':>10s} {'floor graph':>11s} {'ratio':>6s} {'capture speed-up':>16s}"
+    print(header)
     for case in load_cases(args.models, device):
-        ours, floor = measure(case, device, args.rounds, args.block, args.warmup)
+        ours, floor, *graphs = measure(case, device, args.rounds, args.block, args.warmup)
         ratio = ours / floor
         flag = "ok" if ratio <= case.target else "over"
-        print(f"{case.label:58s} {ours * 1e3:8.3f} {floor * 1e3:9.3f} {ratio:6.2f} {case.target:5.1f}x {flag}")
+        line = f"{case.label:58s} {ours * 1e3:8.3f} {floor * 1e3:9.3f} {ratio:6.2f} {case.target:5.1f}x {flag:4s}"
+        if graphs:
+            ours_graph, floor_graph = graphs
+            line += (f" {ours_graph * 1e3:10.3f} {floor_graph * 1e3:11.3f} {ours_graph / floor_graph:6.2f} "
+                     f"{ours / ours_graph:15.1f}x")
+        print(line)
 
 
 if __name__ == "__main__":
