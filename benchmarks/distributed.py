@@ -112,7 +112,7 @@ def main():
     parser.add_argument("--autorec-epochs", type=int, default=5)
     parser.add_argument("--out", help="also write the table to this CSV file")
     args = parser.parse_args()
-    args.processes = [int(p) for p in args.processes.split(",")]
+    args.processes = sorted({int(p) for p in args.processes.split(",")})
     if 1 not in args.processes:
         parser.error("--processes must include 1 (the baseline of the efficiency)")
     table = measure(args)

@@ -64,7 +64,9 @@ class Setup:
             each taking its part of every global batch. ``None``: each replica's plate draws its own.
         make_batch: for models that take their batch as arguments, ``make_batch(indices)
             -> (args, kwargs)`` for the training rows ``indices``; ``--batch-size`` then
-            trains by shuffled epochs (:mod:`pyro_vi_zoo.engine.batches`).
+            trains by shuffled epochs (:mod:`pyro_vi_zoo.engine.batches`). It returns fresh
+            tensors for each batch; one it returns as the same object every time (the full
+            data) is taken as unchanged.
     """
 
     model: Callable

@@ -158,7 +158,7 @@ def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, setti
     replicas = distributed.world()
     if not replicas.is_main:  # rank 0 draws the progress bars
         settings = settings.replace(progress=False)
-    train_kwargs, batches = {}, None
+    train_kwargs, batches, shards = {}, None, None
     if settings.batch_size is not None and setup.make_batch is not None:
         batches = EpochBatches(setup.make_batch, dataset.num_train, settings.batch_size, dataset.device, replicas)
         if settings.epochs is not None:
@@ -170,17 +170,17 @@ def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, setti
         if setup.batch_keyword is None:
             raise ZooError(f"model {family.name!r} does not support minibatches; drop --batch-size.")
         global_batch = min(settings.batch_size, dataset.num_train)
-        if global_batch % replicas.size:
-            raise ZooError(f"the global batch of {global_batch} rows does not split evenly over {replicas.size} "
-                           f"processes; use a --batch-size that is a multiple of {replicas.size}.")
         if replicas.parallel and setup.subsample_keyword is not None:
             # a distributed sampler: each replica's plate gets its share of one shuffled global batch
             shards = plate_shards(setup, dataset, global_batch, replicas)
-            return _fit(choice, family, setup, dataset, settings, {}, shards, None)
-        # otherwise each replica's plate draws its own share
-        train_kwargs[setup.batch_keyword] = global_batch // replicas.size
-    return _fit(choice, family, setup, dataset, settings, train_kwargs, batches,
-                _checkpoints(checkpoint_dir, choice.name, batches, settings))
+        else:  # each replica's plate draws its own share
+            train_kwargs[setup.batch_keyword] = replicas.share(global_batch)
+    return fit_guide(
+        setup.model, choice.build, dataset.train, settings, train_kwargs=train_kwargs,
+        max_plate_nesting=setup.max_plate_nesting, model_name=family.name, guide_name=choice.name,
+        has_density=choice.has_density, finalize=choice.finalize, score_model=setup.score_model,
+        batches=batches or shards, checkpoints=_checkpoints(checkpoint_dir, choice.name, batches, settings),
+    )
 
 
 def plate_shards(setup: Setup, dataset, global_batch: int, replicas: distributed.World) -> EpochBatches:
@@ -189,15 +189,6 @@ def plate_shards(setup: Setup, dataset, global_batch: int, replicas: distributed
     train, keyword = dataset.train, setup.subsample_keyword
     return EpochBatches(lambda rows: (train, {keyword: rows}), dataset.num_train, global_batch, dataset.device,
                         replicas)
-
-
-def _fit(choice, family, setup, dataset, settings, train_kwargs, batches, checkpoints) -> FitResult:
-    return fit_guide(
-        setup.model, choice.build, dataset.train, settings, train_kwargs=train_kwargs,
-        max_plate_nesting=setup.max_plate_nesting, model_name=family.name, guide_name=choice.name,
-        has_density=choice.has_density, finalize=choice.finalize, score_model=setup.score_model, batches=batches,
-        checkpoints=checkpoints,
-    )
 
 
 def _checkpoints(directory: Optional[Path], name: str, batches, settings: FitSettings) -> Optional[Checkpoints]:

@@ -5,6 +5,7 @@ seconds each); the sharding itself is checked in-process with a stand-in for the
 """
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -95,6 +96,18 @@ def test_regression_and_mixture_plates_take_rows_chosen_outside(model_name, devi
     assert site["scale"] == pytest.approx(dataset.num_train / 4)
     guide = setup.guides["mean_field"]()
     pyro.poutine.trace(guide).get_trace(*dataset.train, **{setup.subsample_keyword: rows})  # guides take it too
+
+
+def test_a_batch_copies_what_changed_and_leaves_the_whole_data_set_alone():
+    from pyro_vi_zoo.engine.batches import copy_into
+
+    data, rows = torch.arange(6.0), torch.tensor([0, 1])
+    buffers = (data.clone(), rows.clone())
+    buffers[0].fill_(-1.0)  # were the data copied, this would be overwritten
+    copy_into(buffers, (data, torch.tensor([4, 5])), first=(data, rows))
+    assert torch.equal(buffers[1], torch.tensor([4, 5])) and (buffers[0] == -1).all()
+    copy_into(buffers, (data, torch.tensor([2, 3])))  # without the first batch, everything is copied
+    assert torch.equal(buffers[0], data) and torch.equal(buffers[1], torch.tensor([2, 3]))
 
 
 def test_a_global_batch_that_does_not_split_evenly_is_one_clear_error():
@@ -207,9 +220,10 @@ def test_fit_from_python_joins_the_group_and_keeps_every_replica_identical(tmp_p
     script.write_text(PYTHON_API)
     launched = torchrun([script], module=False)
     assert launched.returncode == 0, launched.stderr[-3000:]
-    lines = sorted(line for line in launched.stdout.splitlines() if line.startswith("rank "))
-    assert [line.split(":")[0] for line in lines] == ["rank 0 of 2", "rank 1 of 2"]
-    assert lines[0].split(": ")[1] == lines[1].split(": ")[1]
+    # the two processes share one stdout, and their lines can interleave
+    reports = sorted(re.findall(r"rank (\d) of 2: (\S+) (\d+)", launched.stdout))
+    assert [rank for rank, _, _ in reports] == ["0", "1"]
+    assert reports[0][1:] == reports[1][1:]
 
 
 HANGING_REPLICA = """

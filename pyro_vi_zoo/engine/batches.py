@@ -37,9 +37,7 @@ class EpochBatches:
     def __post_init__(self):
         if self.batch_size < 1:
             raise ZooError(f"batch_size must be positive, got {self.batch_size}.")
-        if self.size % self.world.size:
-            raise ZooError(f"the global batch of {self.size} rows does not split evenly over {self.world.size} "
-                           f"processes; use a --batch-size that is a multiple of {self.world.size}.")
+        self.world.share(self.size)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -53,7 +51,7 @@ class EpochBatches:
     @property
     def local_size(self) -> int:
         """Rows in this replica's share of a global batch."""
-        return self.size // self.world.size
+        return self.world.share(self.size)
 
     def feeder(self) -> "BatchFeeder":
         return BatchFeeder(self)
@@ -76,10 +74,16 @@ class BatchFeeder:
         return self.batches.make_batch(self.order[start:start + self.batches.local_size])
 
 
-def copy_into(buffers, values) -> None:
-    """Copy a batch's tensors into the step's input tensors (same shapes); other values must not change."""
-    pairs = zip(buffers, values) if isinstance(buffers, tuple) else ((buffers[k], values[k]) for k in buffers)
-    for buffer, value in pairs:
+def copy_into(buffers, values, first=None) -> None:
+    """Copy a batch's tensors into the step's input tensors (same shapes); other values must not change.
+
+    A tensor that is the very object the first batch held (``first``: the whole data set that every
+    batch passes, say) is unchanged and not copied again."""
+    keys = range(len(buffers)) if isinstance(buffers, tuple) else list(buffers)
+    for key in keys:
+        buffer, value = buffers[key], values[key]
+        if first is not None and value is first[key]:
+            continue
         if isinstance(buffer, torch.Tensor):
             buffer.copy_(value)
         elif buffer != value:

@@ -56,6 +56,13 @@ class World:
     def parallel(self) -> bool:
         return self.size > 1
 
+    def share(self, global_batch: int) -> int:
+        """Rows of each replica's share of a global batch; a :class:`ZooError` when it does not split evenly."""
+        if global_batch % self.size:
+            raise ZooError(f"the global batch of {global_batch} rows does not split evenly over {self.size} "
+                           f"processes; use a --batch-size that is a multiple of {self.size}.")
+        return global_batch // self.size
+
     def average(self, tensors: Sequence[torch.Tensor]) -> None:
         """Replace every tensor by its mean over the replicas, in place (one all-reduce per dtype)."""
         if not self.parallel:

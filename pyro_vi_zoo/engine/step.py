@@ -67,6 +67,7 @@ class SVIStep:
         self.world = world()
         if feeder is not None:  # the inputs become tensors of this step's own, refilled with every batch
             args, kwargs = feeder.batch(0)
+            self.first_batch = (tuple(args), dict(kwargs))  # a batch's tensor that is one of these is unchanged
             args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
             kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
         self.args, self.kwargs = tuple(args), dict(kwargs)
@@ -117,8 +118,9 @@ class SVIStep:
 
     def load(self, args, kwargs) -> None:
         """Copy a minibatch into this step's input tensors (the shapes stay those of the warm-up batch)."""
-        copy_into(self.args, tuple(args))
-        copy_into(self.kwargs, dict(kwargs))
+        first_args, first_kwargs = self.first_batch
+        copy_into(self.args, tuple(args), first_args)
+        copy_into(self.kwargs, dict(kwargs), first_kwargs)
 
     def __call__(self) -> torch.Tensor:
         """One step; returns the loss as a device tensor (a recorded step's own output tensor when captured)."""

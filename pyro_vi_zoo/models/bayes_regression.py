@@ -12,6 +12,7 @@ model the zoo's yardstick for guides.
 import pyro
 import pyro.distributions as dist
 import torch
+
 from .plates import minibatch_plate
 
 

@@ -34,6 +34,7 @@ import torch
 from pyro.nn import PyroModule, PyroSample
 from torch import nn
 from torch.nn import functional as F
+
 from .plates import minibatch_plate
 
 __all__ = [

@@ -13,7 +13,7 @@ import torch
 
 
 def minibatch_plate(size: int, subsample_size: Optional[int] = None, subsample: Optional[torch.Tensor] = None,
-               device=None) -> pyro.plate:
+                    device=None) -> pyro.plate:
     """``pyro.plate("data", size)`` with the minibatch ``subsample`` (indices) or ``subsample_size``."""
     if subsample is not None:
         return pyro.plate("data", size, subsample=subsample, device=device)
