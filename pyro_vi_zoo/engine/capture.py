@@ -17,7 +17,7 @@ import torch
 from ..errors import ZooError
 
 CAPTURE_CHOICES = ("auto", "on", "off")
-CAPTURABLE_ELBOS = ("trace", "meanfield", "stl", "iwae", "iwae_dreg")
+CAPTURABLE_ELBOS = ("trace", "meanfield", "enum", "stl", "score", "iwae", "iwae_dreg")
 WARMUP_STEPS = 3
 
 

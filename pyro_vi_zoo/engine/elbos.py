@@ -1,16 +1,18 @@
-"""Trace_ELBO and TraceMeanField_ELBO without host synchronisation, for the zoo's step.
+"""Trace_ELBO, TraceMeanField_ELBO and TraceEnum_ELBO without host synchronisation, for the zoo's step.
 
 Pyro's ELBOs read every loss back to the host (``torch_item``, ``warn_if_nan``) on every step, which a
 captured CUDA graph cannot hold and which stalls an eager GPU step. These subclasses compute the same
-numbers (the same traces, log-probability sums, KL terms and scales) and keep them on the device; the
-loop checks finiteness itself every ``log_every`` steps. A guide with a site that is not
-reparameterised takes Pyro's own estimator (its score-function surrogate needs more than a sum).
+numbers (the same traces, log-probability sums, KL terms, scales, score-function surrogates and
+enumerated sums) and keep them on the device; the loop checks finiteness itself every ``log_every`` steps.
 """
 
 import torch
 from pyro.distributions.kl import kl_divergence
-from pyro.distributions.util import scale_and_mask
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.distributions.util import is_identically_zero, scale_and_mask
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.infer.trace_elbo import _compute_log_r
+from pyro.infer.traceenum_elbo import _compute_dice_elbo, _compute_model_factors
+from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.util import site_is_subsample
 
 
@@ -29,10 +31,28 @@ class SyncFreeTraceELBO(Trace_ELBO):
         return loss
 
     def _particle_loss(self, model_trace, guide_trace):
+        loss = guide_trace.log_prob_sum() - model_trace.log_prob_sum()
         if fully_reparameterised(guide_trace):
-            return guide_trace.log_prob_sum() - model_trace.log_prob_sum()
-        loss, surrogate_loss = super()._differentiable_loss_particle(model_trace, guide_trace)
-        return loss + (surrogate_loss - surrogate_loss.detach())
+            return loss
+        surrogate = -surrogate_elbo(model_trace, guide_trace)
+        return loss.detach() + (surrogate - surrogate.detach())
+
+
+def surrogate_elbo(model_trace, guide_trace):
+    """Trace_ELBO's surrogate for guides with sites that are not reparameterised: its gradient adds, per such
+    site, the score function times the log-ratio of the sites downstream of it within its plates."""
+    surrogate = model_trace.log_prob_sum()
+    log_r = None
+    for site in guide_trace.nodes.values():
+        if site["type"] != "sample":
+            continue
+        _, score_function, entropy = site["score_parts"]
+        if not is_identically_zero(entropy):
+            surrogate = surrogate - entropy.sum()
+        if not is_identically_zero(score_function):
+            log_r = _compute_log_r(model_trace, guide_trace) if log_r is None else log_r
+            surrogate = surrogate + (log_r.sum_to(site["cond_indep_stack"]) * score_function).sum()
+    return surrogate
 
 
 class SyncFreeMeanFieldELBO(TraceMeanField_ELBO):
@@ -43,6 +63,52 @@ class SyncFreeMeanFieldELBO(TraceMeanField_ELBO):
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             loss = loss - negative_free_energy(model_trace, guide_trace) / self.num_particles
         return loss
+
+
+class SyncFreeTraceEnumELBO(TraceEnum_ELBO):
+    """Pyro's TraceEnum_ELBO (discrete sites summed out in the model), with no host synchronisation.
+
+    With a reparameterised guide that enumerates nothing (discrete sites enumerated in the model only),
+    each particle's ELBO is log p(x, θ) with the enumerated sites summed out, minus log q(θ): one
+    sum-product contraction. Pyro computes the same number through DiCE, which checks on the host that
+    every enumerated probability is positive. Other guides take Pyro's DiCE path, which a CUDA graph
+    cannot record. Enumerated sites must share one subsampling scale given as a number (Pyro compares
+    them on the host); a plate subsampled to a fixed size has one.
+    """
+
+    #: why a step with this ELBO cannot be recorded as a CUDA graph (set by a call that took DiCE's path)
+    reads_back = None
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        elbo = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            if fully_reparameterised(guide_trace) and not enumerates(guide_trace):
+                particle = model_enumerated_elbo(model_trace, guide_trace)
+            else:
+                self.reads_back = ("the guide enumerates or samples a discrete site, and TraceEnum_ELBO's DiCE "
+                                   "estimator then checks its probabilities on the host")
+                particle = _compute_dice_elbo(model_trace, guide_trace)
+            if not is_identically_zero(particle):
+                elbo = elbo + particle
+        if not (torch.is_tensor(elbo) and elbo.requires_grad):
+            raise ValueError(f"the enumerated ELBO cannot be differentiated: {elbo}")
+        return -elbo / self.num_particles
+
+
+def enumerates(guide_trace) -> bool:
+    return any(site["type"] == "sample" and ("_enumerate_dim" in site["infer"] or "_enum_total" in site["infer"])
+               for site in guide_trace.nodes.values())
+
+
+def model_enumerated_elbo(model_trace, guide_trace):
+    """One particle's ELBO when only the model enumerates: the model's costs outside the enumerated sites,
+    plus the log-sum over enumerated values of its factors that depend on them (masked inside, scaled
+    outside), minus the guide's log-density; the traces' tensors are packed (TraceEnum_ELBO's traces)."""
+    costs, enumerated_factors, _, sum_dims, scale = _compute_model_factors(model_trace, guide_trace)
+    elbo = sum(term.sum() for terms in costs.values() for term in terms)
+    if enumerated_factors:
+        elbo = elbo + scale * contract_to_tensor(enumerated_factors, sum_dims)
+    return elbo - guide_trace.log_prob_sum()
 
 
 def negative_free_energy(model_trace, guide_trace):

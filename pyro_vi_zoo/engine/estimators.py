@@ -9,8 +9,9 @@ Both keep the ELBO's value and change only its gradient:
   the path gradient only. Works for any reparameterised guide (hand-written, AutoNormal, the
   AutoContinuous family, flows); a site without ``rsample`` is refused.
 * ``ScoreFunctionELBO`` (Williams 1992; Ranganath et al. 2014): every guide site is treated as
-  non-reparameterised, so Pyro's own Trace_ELBO builds the REINFORCE surrogate (with its
-  Rao-Blackwellisation over plates) — the high-variance baseline of the reparameterisation trick.
+  non-reparameterised, so Trace_ELBO's surrogate (:func:`.elbos.surrogate_elbo`) is the REINFORCE
+  estimator (with its Rao-Blackwellisation over plates) — the high-variance baseline of the
+  reparameterisation trick.
 """
 
 import functools
@@ -86,8 +87,8 @@ class _ScoreFunctionGuide(Messenger):
             msg["fn"] = _NoRsample(msg["fn"])
 
 
-class ScoreFunctionELBO(Trace_ELBO):
-    """Trace_ELBO with every guide site's gradient estimated by the score function (REINFORCE)."""
+class ScoreFunctionELBO(SyncFreeTraceELBO):
+    """Trace_ELBO with every guide site's gradient estimated by the score function (REINFORCE); no host sync."""
 
     def _get_trace(self, model, guide, args, kwargs):
         return super()._get_trace(model, _ScoreFunctionGuide()(guide), args, kwargs)

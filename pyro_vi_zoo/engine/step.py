@@ -21,7 +21,7 @@ from ..errors import DivergenceError, ZooError
 from .batches import BatchFeeder, copy_into
 from .capture import CaptureFallback, GraphedUpdate, wants_capture
 from .distributed import world
-from .elbos import SyncFreeMeanFieldELBO, SyncFreeTraceELBO
+from .elbos import SyncFreeMeanFieldELBO, SyncFreeTraceELBO, SyncFreeTraceEnumELBO
 from .estimators import DReGELBO, ImportanceWeightedELBO, ScoreFunctionELBO, STLTraceELBO
 from .result import parameter_scope
 from .settings import FitSettings
@@ -30,7 +30,7 @@ ELBOS: Dict[str, Callable] = {
     "trace": SyncFreeTraceELBO,  # Pyro's estimators, without host synchronisation
     "meanfield": SyncFreeMeanFieldELBO,
     "tracegraph": infer.TraceGraph_ELBO,
-    "enum": infer.TraceEnum_ELBO,
+    "enum": SyncFreeTraceEnumELBO,
     "renyi": functools.partial(infer.RenyiELBO, alpha=0.5),
     "iwae": ImportanceWeightedELBO,  # the importance-weighted bound per example (Burda et al. 2016)
     "iwae_dreg": DReGELBO,  # its doubly reparameterised gradient (Tucker et al. 2018)
@@ -91,7 +91,8 @@ class SVIStep:
         self.gamma = settings.lr_decay ** (1.0 / settings.steps)
         device = self.params[0].device
         self.graphed = None
-        if wants_capture(settings.capture, device, settings.elbo, self.world.size) and self.differentiable:
+        if wants_capture(settings.capture, device, settings.elbo, self.world.size) and self.differentiable \
+                and self._recordable():
             # a learning rate that lives on the device and decays inside the recorded step
             self.optimizer = torch.optim.Adam(self.params, lr=torch.tensor(settings.lr, device=device), capturable=True)
             self.schedule = None
@@ -99,6 +100,13 @@ class SVIStep:
         else:
             self.optimizer = _adam(self.params, settings.lr)
             self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, self.gamma) if self.gamma < 1 else None
+
+    def _recordable(self) -> bool:
+        """False, with one line saying why, when the warm-up call found that the ELBO reads values back."""
+        reason = getattr(self.elbo, "reads_back", None)
+        if reason:
+            warnings.warn(f"running eagerly: {reason}", CaptureFallback)
+        return not reason
 
     def _collect_parameters(self):
         store = pyro.get_param_store()
