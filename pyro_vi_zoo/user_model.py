@@ -50,7 +50,7 @@ def user_dataset(data, *, name: str = "user", test_fraction: float = TEST_FRACTI
     order = np.random.default_rng(SPLIT_SEED).permutation(num_rows)
     num_test = int(round(test_fraction * num_rows)) if num_rows >= 10 else 0
     test_rows, train_rows = np.sort(order[:num_test]), np.sort(order[num_test:])
-    take = lambda rows: tuple(a[torch.as_tensor(rows, dtype=torch.long)] for a in args)
+    take = lambda rows: tuple(a[torch.as_tensor(rows, dtype=torch.long, device=a.device)] for a in args)
     return Dataset(name=name, train=take(train_rows), test=take(test_rows) if num_test else None)
 
 
@@ -74,7 +74,7 @@ def _as_tensor(value, index: int) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
             raise DataError(f"data argument {index} has dtype {value.dtype}; pass numeric arrays.")
-        value = torch.as_tensor(value)
+        value = torch.as_tensor(value, device="cpu")
     if not isinstance(value, torch.Tensor):
         raise DataError(f"data argument {index} is a {type(value).__name__}; pass tensors or numpy arrays.")
     if value.dim() == 0:

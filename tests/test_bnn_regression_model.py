@@ -224,3 +224,21 @@ def test_maximum_likelihood_network_recovers_a_line_and_its_noise():
     with torch.no_grad():
         assert float((net(x) - (1.5 * x.squeeze(-1) + 0.5)).abs().max()) < 0.1
     assert net.log_likelihood(x, y).shape == (400,)
+
+
+def test_maximum_likelihood_without_a_seed_draws_from_the_callers_stream():
+    """``seed=None`` (a comparison from Python without a seed) uses torch's global stream: two calls from the
+    same global state agree, from different states they differ, and a seed leaves the global state alone."""
+    x = torch.linspace(-2, 2, 40).unsqueeze(-1)
+    y = x.squeeze(-1).clone()
+    weights = []
+    for state in (0, 0, 1):
+        torch.manual_seed(state)
+        net = fit_maximum_likelihood(x, y, hidden=(4,), num_steps=5, batch_size=8, seed=None)
+        weights.append(net.layers[0].weight.detach())
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    torch.manual_seed(3)
+    expected = torch.rand(())
+    torch.manual_seed(3)
+    fit_maximum_likelihood(x, y, hidden=(4,), num_steps=5, batch_size=8, seed=7)
+    assert torch.equal(torch.rand(()), expected)

@@ -57,8 +57,8 @@ def fit_guide(
                                    f"{model_name}/{guide_name}", batches, checkpoints)
         wall_time = time.perf_counter() - start
         guide = step.guide
-        if finalize is not None:
-            with step.scope():
+        if finalize is not None:  # once, so on the data's device whatever torch's default (Pyro's plates take it)
+            with step.scope(), torch.device(args[0].device):
                 guide = finalize(guide, *args)
     return FitResult(
         model_name=model_name, guide_name=guide_name, model=model, guide=guide, args=args,

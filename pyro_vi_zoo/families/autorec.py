@@ -184,8 +184,9 @@ def setup(dataset: RatingsDataset, *, hidden=None, prior_scale=None, noise_scale
     activation = _activation(activation, "--activation", "sigmoid")
     output_activation = _activation(output_activation, "--output-activation", "identity")
     inputs, _, mask = dataset.train
-    net = BayesianAutoRec(dataset.num_columns, hidden, prior_scale, BIAS_PRIOR_SCALE, noise_scale=noise,
-                          activation=activation, output_activation=output_activation).to(inputs.device)
+    with torch.device(inputs.device):
+        net = BayesianAutoRec(dataset.num_columns, hidden, prior_scale, BIAS_PRIOR_SCALE, noise_scale=noise,
+                              activation=activation, output_activation=output_activation)
     mean_rating = float(inputs[mask].mean())
     start_noise = default_noise if noise is None else noise
     guide_options = dict(init_output_bias=mean_rating, init_noise_scale=start_noise)
@@ -242,7 +243,7 @@ def held_out_ratings(dataset: RatingsDataset) -> HeldOutRatings:
     items = rows if dataset.orientation == "item" else columns
     counts = dataset.train_counts if dataset.orientation == "item" else dataset.column_counts
     return HeldOutRatings(rows, columns, targets[rows, columns].double(), dataset.test_cold.cpu()[rows, columns],
-                       torch.as_tensor(counts)[items])
+                       torch.as_tensor(counts, device="cpu")[items])
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,8 @@ def popularity_labels(edges: Sequence[int] = POPULARITY_EDGES) -> Tuple[str, ...
 
 def popularity_bucket(popularity: torch.Tensor, edges: Sequence[int] = POPULARITY_EDGES) -> torch.Tensor:
     """Each rating's bucket index (-1 below the first edge: items with no training rating)."""
-    return torch.bucketize(popularity, torch.as_tensor(edges, dtype=popularity.dtype), right=True) - 1
+    edges = torch.as_tensor(edges, dtype=popularity.dtype, device=popularity.device)
+    return torch.bucketize(popularity, edges, right=True) - 1
 
 
 def prediction_scores(predictions: RatingPredictions, ratings: HeldOutRatings,

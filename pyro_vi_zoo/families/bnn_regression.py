@@ -62,7 +62,8 @@ def setup(dataset, *, hidden=None, prior_scale: float = None) -> Setup:
         raise ZooError(f"--prior-scale must be positive, got {prior_scale}.")
     widths = parse_widths(hidden or DEFAULT_HIDDEN, example="50 or 50,50")
     x = dataset.train[0]
-    network = BayesianMLP(x.shape[-1], widths, prior_scale, noise_prior_scale=1.0).to(x.device)
+    with torch.device(x.device):
+        network = BayesianMLP(x.shape[-1], widths, prior_scale, noise_prior_scale=1.0)
     return Setup(
         model=network,
         guides={"mean_field": lambda: functools.partial(bnn_regression_guide, hidden=widths)},

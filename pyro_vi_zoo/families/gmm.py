@@ -116,7 +116,7 @@ def map_assignments(data, parameters) -> np.ndarray:
     """The most probable component of each point given point values of ``weights``, ``locs``, ``scales``."""
     with torch.no_grad():
         log_probabilities = assignment_log_probabilities(
-            data.double(), *(torch.as_tensor(parameters[name]).double() for name in GLOBAL_SITES)
+            data.double(), *(torch.as_tensor(parameters[name], device=data.device).double() for name in GLOBAL_SITES)
         )
     return log_probabilities.argmax(-1).numpy()
 

@@ -176,7 +176,9 @@ def setup(dataset: ImageDataset, *, latent_dim: int = LATENT_DIM, hidden=DEFAULT
 
 def amortised_guide(guide: Callable, encoder_class, networks: Dict[str, Any], device) -> Callable:
     """A guide factory's product: ``guide`` bound to a freshly initialised encoder, so every fit has its own."""
-    return functools.partial(guide, encoder=encoder_class(**networks).to(device), latent_dim=networks["latent_dim"])
+    with torch.device(device):
+        encoder = encoder_class(**networks)
+    return functools.partial(guide, encoder=encoder, latent_dim=networks["latent_dim"])
 
 
 def per_image_auto_normal(networks: Dict[str, Any], device) -> AutoGuide:
@@ -187,7 +189,8 @@ def per_image_auto_normal(networks: Dict[str, Any], device) -> AutoGuide:
     module-local parameter mode a ``PyroModule`` refuses the decoder's
     ``pyro.param`` statements made inside its own call.
     """
-    stand_in = Decoder(networks["latent_dim"], networks["hidden_sizes"], networks["activation"]).to(device)
+    with torch.device(device):
+        stand_in = Decoder(networks["latent_dim"], networks["hidden_sizes"], networks["activation"])
     prototype = functools.partial(vae, decoder=stand_in.requires_grad_(False).eval(), latent_dim=networks["latent_dim"])
     return AUTO_GUIDES["auto_normal"].build(prototype, create_plates=create_data_plate)
 
@@ -509,7 +512,7 @@ def reconstructions_figure(test_images: torch.Tensor, draws, decoders, count: in
 def prior_samples_figure(decoders, latent_dim: int, count: int = 10, seed: int = 0) -> Figure:
     """Per row, the Bernoulli means of the decoder at the same ``count`` draws z ~ N(0, I)."""
     device = next(next(iter(decoders.values())).parameters()).device
-    z = torch.randn(count, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    z = torch.randn(count, latent_dim, generator=torch.Generator().manual_seed(seed), device="cpu").to(device)
     rows = {name: torch.sigmoid(decoder(z)).cpu().numpy() for name, decoder in decoders.items()}
     return mosaic_figure(rows, "samples from the prior (Bernoulli means; the same z in every row)")
 

@@ -50,6 +50,10 @@ class AutoAffineIAF(AutoNormalizingFlow):
         self.num_transforms, self.init_scale = num_transforms, init_scale
 
     def _flow(self, latent_dim: int):
+        """The flow on the device and in the dtype of the model's latents."""
+        init_loc = self._init_loc()
         hidden = [3 * latent_dim + 5] * 2
-        layers = [affine_autoregressive(latent_dim, hidden_dims=hidden) for _ in range(self.num_transforms)]
-        return ComposeTransformModule(layers + [ElementwiseAffine(self._init_loc(), self.init_scale)])
+        with torch.device("cpu"):  # Pyro builds the autoregressive masks on the host, reading values as it goes
+            layers = [affine_autoregressive(latent_dim, hidden_dims=hidden) for _ in range(self.num_transforms)]
+        flow = ComposeTransformModule(layers + [ElementwiseAffine(init_loc, self.init_scale)])
+        return flow.to(device=init_loc.device, dtype=init_loc.dtype)

@@ -243,5 +243,6 @@ def autorec(inputs: torch.Tensor, targets: Optional[torch.Tensor] = None, mask: 
     keywords) for the columns of ``inputs``, on their device.
     """
     if net is None:
-        net = BayesianAutoRec(inputs.shape[-1], **hyper).to(inputs.device)
+        with torch.device(inputs.device):
+            net = BayesianAutoRec(inputs.shape[-1], **hyper)
     return net(inputs, targets, mask, num_rows=num_rows, subsample=subsample)

@@ -173,7 +173,8 @@ def bnn_regression(x: torch.Tensor, y: torch.Tensor = None, *, net: BayesianMLP 
     ``y=None`` samples predictions at ``x``.
     """
     if net is None:
-        net = BayesianMLP(x.shape[-1], hidden, prior_scale, noise_prior_scale).to(x.device)
+        with torch.device(x.device):
+            net = BayesianMLP(x.shape[-1], hidden, prior_scale, noise_prior_scale)
     return net(x, y, subsample_size=subsample_size, subsample=subsample)
 
 
@@ -211,12 +212,13 @@ def fit_maximum_likelihood(x: torch.Tensor, y: torch.Tensor, hidden=(50,), num_s
     The schedule matches the SVI loop's: the learning rate decays exponentially
     to ``lr * lr_decay`` over ``num_steps``. ``batch_size=None`` uses the full
     batch; otherwise each step draws a random minibatch. Initialisation and
-    minibatches are seeded with ``seed``. Returns the trained network (on ``x``'s
-    device, in eval mode).
+    minibatches are seeded with ``seed`` (``None``: drawn from torch's global CPU stream, as a fit
+    without a seed is). Returns the trained network (on ``x``'s device, in eval mode).
     """
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None), torch.device("cpu"):  # made on the host
+        if seed is not None:
+            torch.manual_seed(seed)
         net = MaximumLikelihoodMLP(x.shape[-1], hidden, init_sigma=float(y.std()) if len(y) > 1 else 1.0)
     net = net.to(x.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
@@ -226,7 +228,7 @@ def fit_maximum_likelihood(x: torch.Tensor, y: torch.Tensor, hidden=(50,), num_s
         if batch_size is None or batch_size >= n:
             x_batch, y_batch = x, y
         else:
-            index = torch.randint(n, (batch_size,), generator=generator).to(x.device)
+            index = torch.randint(n, (batch_size,), generator=generator, device="cpu").to(x.device)
             x_batch, y_batch = x[index], y[index]
         optimizer.zero_grad(set_to_none=True)
         loss = -net.log_likelihood(x_batch, y_batch).mean()

@@ -36,6 +36,7 @@ Nothing in the model reads a tensor's value back to the host, so a step can be
 captured in a CUDA graph.
 """
 
+import contextlib
 from typing import Callable, Dict, Optional, Sequence, Union
 
 import pyro
@@ -106,7 +107,7 @@ class ParamStoreDecoder:
         self.options = dict(latent_dim=latent_dim, hidden_sizes=tuple(hidden_sizes), activation=activation,
                             image_size=image_size)
         self.latent_dim, self.name, self.device = latent_dim, name, device
-        self.architecture = Decoder(**self.options).to(device)  # the forward pass only; its weights are never used
+        self.architecture = self._new()  # the forward pass only; its weights are never used
         self.weight_names = [name for name, _ in self.architecture.named_parameters()]
         self.param_names = {name: f"{self.name}$$${name}" for name in self.weight_names}
 
@@ -126,8 +127,13 @@ class ParamStoreDecoder:
 
         return {name: pyro.param(full_name, initial(name)) for name, full_name in self.param_names.items()}
 
+    def _new(self) -> Decoder:
+        """A freshly initialised decoder, made on this decoder's device (torch's default where none was given)."""
+        with torch.device(self.device) if self.device is not None else contextlib.nullcontext():
+            return Decoder(**self.options)
+
     def _fresh_weights(self) -> Dict[str, torch.Tensor]:
-        decoder = Decoder(**self.options).to(self.device)
+        decoder = self._new()
         return {name: value.detach().clone() for name, value in decoder.named_parameters()}
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
@@ -135,7 +141,7 @@ class ParamStoreDecoder:
 
     def module(self) -> Decoder:
         """A frozen :class:`Decoder` (no gradients, eval mode) holding a copy of the active store's weights."""
-        decoder = Decoder(**self.options).to(self.device)
+        decoder = self._new()
         with torch.no_grad():
             for name, value in self.weights().items():
                 decoder.get_parameter(name).copy_(value)

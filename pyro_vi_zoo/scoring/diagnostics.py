@@ -105,7 +105,7 @@ def _moments(posterior):
 def _reorder(loc, cov, layout, sites):
     offsets, start = {}, 0
     for name, size in layout:
-        offsets[name] = torch.arange(start, start + size)
+        offsets[name] = torch.arange(start, start + size, device=loc.device)
         start += size
     if any(name not in offsets for name in sites):
         return None

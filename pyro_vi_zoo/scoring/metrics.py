@@ -81,7 +81,8 @@ def pareto_khat(log_weights: torch.Tensor) -> float:
     if tail.numel() < 5 or float(excess.max()) <= 0.0:
         return float("nan")
     try:
-        k, _ = fit_generalized_pareto(excess)
+        with torch.device("cpu"):  # Pyro's fit makes tensors on the default device, which a user may set to CUDA
+            k, _ = fit_generalized_pareto(excess)
     except ZeroDivisionError:  # a numerically flat tail: no tail index to estimate
         return float("nan")
     return float(k)
@@ -89,7 +90,8 @@ def pareto_khat(log_weights: torch.Tensor) -> float:
 
 def gaussian_kl(loc_q, cov_q, loc_p, cov_p) -> float:
     """KL(N(loc_q, cov_q) ‖ N(loc_p, cov_p)) in closed form (float64)."""
-    loc_q, cov_q, loc_p, cov_p = (torch.as_tensor(a, dtype=torch.float64) for a in (loc_q, cov_q, loc_p, cov_p))
+    loc_q, cov_q, loc_p, cov_p = (torch.as_tensor(a, dtype=torch.float64, device="cpu")
+                                  for a in (loc_q, cov_q, loc_p, cov_p))
     dim = loc_q.numel()
     chol_p = torch.linalg.cholesky(cov_p)
     chol_q = torch.linalg.cholesky(cov_q)

@@ -71,7 +71,7 @@ def exact_linear_regression(features, y, prior_scale, noise_scale, num_samples: 
     """The exact :class:`Reference` of :func:`~pyro_vi_zoo.models.bayes_regression` with known noise."""
     loc, cov, log_evidence = linear_regression_posterior(features, y, prior_scale, noise_scale)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    noise = torch.randn(num_samples, loc.numel(), generator=generator, dtype=torch.float64)
+    noise = torch.randn(num_samples, loc.numel(), generator=generator, dtype=torch.float64, device="cpu")
     draws = loc.cpu() + noise @ torch.linalg.cholesky(cov.cpu()).T
     samples = {"weight": draws[:, :-1].float(), "bias": draws[:, -1].float()}
     return Reference("exact", ("weight", "bias"), samples, loc.cpu(), cov.cpu(), log_evidence)
