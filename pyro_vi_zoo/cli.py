@@ -19,6 +19,7 @@ import torch
 from .runner import compare
 from .devices import DEVICE_HELP, device_name
 from .engine import distributed
+from .engine.capture import CaptureFallback
 from .engine.settings import DEFAULTS, ELBO_NAMES, OPTIMIZERS
 from .errors import ZooError
 from .family import Option
@@ -210,10 +211,27 @@ def run(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def _one_line_notes(show=warnings.showwarning):
+    """``warnings.showwarning`` for the command line: why a step runs eagerly instead of captured is one
+    line of news, once per reason, not a warning with source code; other warnings as usual."""
+    said = set()
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, CaptureFallback):
+            show(message, category, filename, lineno, file, line)
+        elif str(message) not in said:
+            said.add(str(message))
+            print(f"note: {message}", file=sys.stderr)
+
+    return show_warning
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=".*init_loc_fn.*AutoIAFNormal.*")
     try:
-        return run(argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_notes()
+            return run(argv)
     except ZooError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -33,6 +33,20 @@ def test_auto_records_on_cuda_only_and_refuses_elbos_that_read_back_to_the_host(
         resolve_settings({}, FitSettings(capture="always"))
 
 
+def test_the_command_line_says_why_a_step_runs_eagerly_in_one_line(capsys, tmp_path, monkeypatch):
+    """A fallback (here forced: the CPU never records) is one ``note:`` line per reason, and the fit goes on."""
+    def falls_back(*args, **kwargs):
+        warnings.warn("running eagerly: a reason", CaptureFallback)
+        return False
+
+    monkeypatch.setattr("pyro_vi_zoo.engine.step.wants_capture", falls_back)
+    assert main(["bayes_regression", "--guide", "mean_field", "--guide", "auto_normal", "--fast", "--no-progress",
+                 "--device", "cpu", "--out", str(tmp_path)]) == 0
+    error = capsys.readouterr().err
+    assert error.splitlines().count("note: running eagerly: a reason") == 1, error
+    assert "warnings.warn" not in error and "CaptureFallback" not in error
+
+
 def test_auto_on_the_cpu_fits_eagerly_without_a_warning(device):
     if device != "cpu":
         pytest.skip("the CPU path")
