@@ -61,6 +61,7 @@ from pyro.nn import PyroModule, PyroSample
 from torch.nn import functional as F
 
 from .bnn_regression import linear_forward, without_data_slot
+from .distributions import HalfNormal
 
 __all__ = [
     "ACTIVATIONS",
@@ -181,7 +182,7 @@ class BayesianAutoRec(PyroModule):
             self.learns_noise = noise_scale is None
             if self.learns_noise:
                 self.register_buffer("noise_prior_scale", torch.tensor(float(noise_prior_scale)))
-                self.sigma = PyroSample(lambda module: dist.HalfNormal(module.noise_prior_scale))
+                self.sigma = PyroSample(lambda module: HalfNormal(module.noise_prior_scale))
             else:
                 self.register_buffer("fixed_noise_scale", torch.tensor(float(noise_scale)))
 

@@ -35,6 +35,7 @@ from pyro.nn import PyroModule, PyroSample
 from torch import nn
 from torch.nn import functional as F
 
+from .distributions import HalfNormal
 from .plates import minibatch_plate
 
 __all__ = [
@@ -129,7 +130,7 @@ class BayesianMLP(PyroModule):
                 BayesianLinear(n_in, n_out, prior_scale) for n_in, n_out in self.sizes
             ])
             self.register_buffer("noise_prior_scale", torch.tensor(float(noise_prior_scale)))
-            self.sigma = PyroSample(lambda module: dist.HalfNormal(module.noise_prior_scale))
+            self.sigma = PyroSample(lambda module: HalfNormal(module.noise_prior_scale))
 
     def sample_weights(self):
         """The ``(weight, bias)`` of every layer: samples from the prior, or the values a guide supplies.

@@ -37,6 +37,7 @@ statisticians", JASA 112 (the Gaussian mixture as the running example).
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Dict, Sequence, Union
 
@@ -52,6 +53,7 @@ from torch.distributions import biject_to, transform_to
 from torch.distributions.transforms import Transform
 
 from ..errors import DataError, ZooError
+from .distributions import HalfNormal
 from .plates import minibatch_plate
 
 ASSIGNMENT_MODES = ("marginalised", "enumerated")
@@ -142,7 +144,10 @@ def check_model_arguments(data, num_components, assignments, priors=None):
 
 
 def _like(data, value):
-    """``value`` (a number, sequence or tensor) as a tensor with the dtype and device of ``data``; no copy if it is one."""
+    """``value`` (a number, sequence or tensor) as a tensor with the dtype and device of ``data``; no copy if it
+    is one, and a number is filled in on the device (no copy from the host)."""
+    if isinstance(value, numbers.Number):
+        return data.new_full((), value)
     return torch.as_tensor(value, dtype=data.dtype, device=data.device)
 
 
@@ -171,7 +176,7 @@ def scale_prior(data, priors):
     dim = data.shape[-1]
     scale = _like(data, priors.scale_scale).expand(dim)
     if priors.scale_prior == "halfnormal":
-        return dist.HalfNormal(scale).to_event(1)
+        return HalfNormal(scale).to_event(1)
     return dist.LogNormal(_like(data, priors.scale_loc).expand(dim), scale).to_event(1)
 
 
