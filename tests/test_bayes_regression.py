@@ -91,12 +91,18 @@ def test_auto_mvn_reaches_the_exact_posterior(device):
 
 
 def test_flow_guide_gets_close_to_the_exact_posterior(device):
-    dataset = small_cubic()
+    """On quadratic features (three correlated coefficients) over seeds 0-15 (CPU): KL 0.000-0.089, std_ratio
+    0.90-1.01, correlation error at most 0.082. On the cubic features (x and x³, ρ ≈ 0.92) the flow has a
+    second optimum without the correlation (KL ≈ 0.9, std_ratio ≈ 0.7) that 3 of 8 seeds end in; the README
+    says so, and no tolerance would hold there for every seed."""
+    x, y = cubic_arrays(400, seed=3)
+    dataset = regression_dataset(x, y, features="poly2", name="small_quadratic")
+    dataset = replace(dataset, noise_scale=NOISE / dataset.target_scale)
     comparison = compare("bayes_regression", ["auto_iaf"], data=dataset, steps=1500, lr=0.05, lr_decay=0.002,
-                         device=device, progress=False, draw_figures=False, num_elbo_particles=4000)
+                         device=device, progress=False, draw_figures=False, num_elbo_particles=4000, seed=0)
     row = comparison.table.iloc[0]
     assert row["kl_method"] == "monte_carlo"  # a flow has no closed-form Gaussian
-    assert row["kl_to_exact"] < 0.2 and 0.8 < row["std_ratio"] < 1.2
+    assert row["kl_to_exact"] < 0.2 and 0.8 < row["std_ratio"] < 1.2 and row["corr_error"] < 0.15
 
 
 def test_mean_field_reaches_the_mean_field_optimum_not_the_marginals(device):
