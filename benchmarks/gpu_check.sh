@@ -34,6 +34,9 @@ echo "fit bayes_regression (device auto): exit $?"; tail -12 "$out/fit_auto.txt"
 timeout 120 python benchmarks/svi_overhead.py --device cuda --rounds 10 > "$out/svi_overhead_cuda.txt" 2>&1
 echo "svi_overhead --device cuda: exit $?"; cat "$out/svi_overhead_cuda.txt"
 
+timeout 45 python benchmarks/enum_elbo.py --device cuda --rounds 10 > "$out/enum_elbo_cuda.txt" 2>&1
+echo "enum_elbo --device cuda: exit $?"; cat "$out/enum_elbo_cuda.txt"
+
 # the notebooks need Jupyter, which the machine lacks (CPU demonstrations); the data-parallel tests run gloo
 # processes on the CPU (their two-GPU variant needs two GPUs)
 timeout "$(( $(left) > 30 ? $(left) - 10 : 20 ))" python -m pytest --device cuda -v -rfE -p no:cacheprovider \
