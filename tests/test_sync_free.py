@@ -9,7 +9,6 @@ also builds no tensor from Python numbers (``torch.tensor(1.0)`` in a distributi
 copy from the host at every step, which a CUDA graph cannot record; any device shows the call.
 """
 
-import traceback
 from dataclasses import replace
 
 import pyro
@@ -18,10 +17,9 @@ import pytest
 import torch
 from pyro.distributions import constraints
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO, config_enumerate
-from torch.overrides import TorchFunctionMode
 
 from pyro_vi_zoo.engine import ELBOS, FitSettings, make_step, resolve_settings
-from pyro_vi_zoo.engine.capture import CAPTURABLE_ELBOS
+from pyro_vi_zoo.engine.capture import CAPTURABLE_ELBOS, HostTensorRecorder
 from pyro_vi_zoo.engine.estimators import _ScoreFunctionGuide
 from pyro_vi_zoo.models.distributions import HalfNormal
 from pyro_vi_zoo.registry import get_family
@@ -201,39 +199,36 @@ def test_enumerated_and_score_function_steps_run_on_the_meta_device():
     backward_on_meta("score", discrete_latents, discrete_guide, x)
 
 
-class TensorsFromHostData(TorchFunctionMode):
-    """Records every tensor made from Python data (a number or a list, not an empty shape) and where."""
-
-    def __init__(self):
-        super().__init__()
-        self.made = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        data = (args[1] if func is torch.Tensor.new_tensor else args[0]) if args else None
-        if func in (torch.tensor, torch.as_tensor, torch.scalar_tensor, torch.Tensor.new_tensor) and \
-                not isinstance(data, torch.Tensor) and data != ():
-            self.made.append(f"{func.__name__}({data!r}) at\n" + "".join(traceback.format_stack(limit=6)[:-1]))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("name, guide_name, options", CASES + ENUMERATED)
 def test_a_step_copies_no_numbers_from_the_host(name, guide_name, options, device):
     step, *_ = family_step(name, guide_name, options, "trace", device)
     with step.scope():
         step()  # the first step may set things up
-        with TensorsFromHostData() as recorder:
+        with HostTensorRecorder(include_cpu=True) as recorder:  # on the CPU too, where no copy would happen
             step()
-    assert not recorder.made, recorder.made[0]
+    assert not recorder.sites, recorder.sites[0]
 
 
 def test_the_half_normal_made_on_the_device_is_pyros(device):
     scale = torch.tensor([0.5, 2.0], device=device)
     value = torch.tensor([0.3, 1.7], device=device)
-    with TensorsFromHostData() as recorder:
+    with HostTensorRecorder(include_cpu=True) as recorder:
         ours = HalfNormal(scale).expand((3, 2))
         log_prob = ours.log_prob(value)
-    assert not recorder.made, recorder.made[0]
+    assert not recorder.sites, recorder.sites[0]
     pyros = dist.HalfNormal(scale).expand((3, 2))
     assert type(ours) is HalfNormal and ours.batch_shape == pyros.batch_shape == (3, 2)
     assert torch.allclose(log_prob, pyros.log_prob(value)) and torch.allclose(ours.mean, pyros.mean)
     assert bool((ours.rsample((100,)) >= 0).all()) and ours.support is pyros.support
+
+
+def test_the_recorder_names_the_line_that_copies_a_number_to_the_device():
+    """What a GPU fit says before it would record a step that copies from the host (meta stands in for CUDA:
+    the recorder ignores CPU tensors, which cost no copy, and empty ones)."""
+    x = torch.zeros(4, device="meta")
+    with pyro.validation_enabled(False), HostTensorRecorder() as recorder:
+        dist.Normal(x, 2.5).log_prob(x)  # the scale becomes torch.tensor(2.5) on x's device
+        torch.tensor([1.0, 2.0]), torch.tensor(()), dist.Normal(x, x.new_full((), 2.5))
+    assert len(recorder.sites) == 1, recorder.sites
+    assert recorder.sites[0].startswith("tensor(2.5) in ") and __file__ in recorder.sites[0]
+    assert "dist.Normal(x, 2.5).log_prob(x)" in recorder.sites[0]

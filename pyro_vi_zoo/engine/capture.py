@@ -6,13 +6,18 @@ once with ``torch.cuda.graph`` after a few eager warm-up steps on a side stream,
 one launch. What it needs, and the engine provides: a sync-free ELBO (:mod:`.elbos`), Adam with
 ``capturable=True`` and its learning rate as a device tensor decayed inside the step, gradient clipping
 on the device, minibatches copied into the step's own input tensors, and validation off. Whatever
-cannot be recorded runs eagerly, with one line that says why.
+cannot be recorded runs eagerly, with one line that says why: the last warm-up step looks for numbers
+copied from the host (the common cause, named with its line of code), and a recording that fails says
+what CUDA said.
 """
 
+import os
+import traceback
 import warnings
-from typing import Optional
+from typing import List, Optional
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ..errors import ZooError
 
@@ -50,11 +55,44 @@ def wants_capture(choice: str, device: torch.device, elbo: str, replicas: int = 
     return True
 
 
+class HostTensorRecorder(TorchFunctionMode):
+    """Records every tensor built from Python data (``torch.tensor(1.0)``, a number in a distribution) on a
+    device other than the CPU (any device with ``include_cpu``): on a GPU each is a copy from the host at
+    every step, which a CUDA graph cannot record. ``sites`` name each call and the code that made it."""
+
+    FACTORIES = (torch.tensor, torch.as_tensor, torch.scalar_tensor, torch.Tensor.new_tensor)
+
+    def __init__(self, include_cpu: bool = False):
+        super().__init__()
+        self.include_cpu = include_cpu
+        self.sites: List[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if func in self.FACTORIES and args:
+            data = args[1] if func is torch.Tensor.new_tensor else args[0]
+            if not isinstance(data, torch.Tensor) and result.numel() and \
+                    (self.include_cpu or result.device.type != "cpu"):
+                self.sites.append(f"{func.__name__}({data!r}) in {_caller()}")
+        return result
+
+
+def _caller() -> str:
+    """The innermost frame outside torch, Pyro and this module: the code that asked for the tensor."""
+    library = tuple(os.path.dirname(module.__file__) for module in (torch, __import__("pyro"))) + (__file__,)
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        if not frame.filename.startswith(library):
+            return f"{frame.filename}:{frame.lineno} ({(frame.line or '').strip()})"
+    return "torch or Pyro"
+
+
 class GraphedUpdate:
     """Runs ``update()`` eagerly on a side stream for the first steps, then records it and replays it.
 
     ``update()`` must return the step's loss as a device tensor and do no host synchronisation;
-    its inputs must live in tensors that are refilled in place between calls.
+    its inputs must live in tensors that are refilled in place between calls. The last warm-up step
+    looks for tensors built from Python data; where it finds one, ``refused`` says where, and the
+    step is not recorded.
     """
 
     def __init__(self, update):
@@ -62,15 +100,24 @@ class GraphedUpdate:
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.static_loss: Optional[torch.Tensor] = None
         self.eager_steps = 0
+        self.refused: Optional[str] = None
         self.stream = torch.cuda.Stream()
 
     def __call__(self) -> torch.Tensor:
         if self.graph is not None:
             self.graph.replay()
             return self.static_loss
-        if self.eager_steps < WARMUP_STEPS:
+        if self.eager_steps < WARMUP_STEPS - 1:
             self.eager_steps += 1
             return self._on_side_stream()
+        if self.eager_steps == WARMUP_STEPS - 1:
+            self.eager_steps += 1
+            with HostTensorRecorder() as recorder:
+                loss = self._on_side_stream()
+            if recorder.sites:
+                self.refused = (f"the step copies a number from the host at every step, {recorder.sites[0]}; "
+                                "make such constants once on the data's device (x.new_full, a buffer)")
+            return loss
         return self._record_then_replay()
 
     def _on_side_stream(self) -> torch.Tensor:

@@ -134,13 +134,18 @@ class SVIStep:
         """One step; returns the loss as a device tensor (a recorded step's own output tensor when captured)."""
         if self.graphed is not None:
             try:
-                return self.graphed()
+                loss = self.graphed()
             except RuntimeError as error:  # a model or guide that cannot be recorded
                 if self.graphed.graph is not None:
                     raise
                 warnings.warn(f"running eagerly: recording the step as a CUDA graph failed ({str(error).splitlines()[0]})",
                               CaptureFallback)
                 self.graphed = None
+            else:
+                if self.graphed.refused:  # found before recording: this step ran, the next ones run eagerly
+                    warnings.warn(f"running eagerly: {self.graphed.refused}", CaptureFallback)
+                    self.graphed = None
+                return loss
         return self._update()
 
     def _update(self) -> torch.Tensor:
