@@ -170,8 +170,9 @@ def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, setti
         if setup.batch_keyword is None:
             raise ZooError(f"model {family.name!r} does not support minibatches; drop --batch-size.")
         global_batch = min(settings.batch_size, dataset.num_train)
-        if replicas.parallel and setup.subsample_keyword is not None:
-            # a distributed sampler: each replica's plate gets its share of one shuffled global batch
+        if (replicas.parallel or records_on_cuda(settings, dataset)) and setup.subsample_keyword is not None:
+            # a distributed sampler: each replica's plate gets its share of one shuffled global batch;
+            # a recorded step gets its rows as an input refilled before each replay
             shards = plate_shards(setup, dataset, global_batch, replicas)
         else:  # each replica's plate draws its own share
             train_kwargs[setup.batch_keyword] = replicas.share(global_batch)
@@ -181,6 +182,12 @@ def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, setti
         has_density=choice.has_density, finalize=choice.finalize, score_model=setup.score_model,
         batches=batches or shards, checkpoints=_checkpoints(checkpoint_dir, choice.name, batches, settings),
     )
+
+
+def records_on_cuda(settings: FitSettings, dataset) -> bool:
+    """Whether the step may be recorded as a CUDA graph: then a plate's minibatch rows come from outside
+    (shuffled epochs copied into the step's input), not from a draw inside the recorded step."""
+    return settings.capture != "off" and dataset.device.type == "cuda"
 
 
 def plate_shards(setup: Setup, dataset, global_batch: int, replicas: distributed.World) -> EpochBatches:

@@ -47,6 +47,26 @@ def test_the_command_line_says_why_a_step_runs_eagerly_in_one_line(capsys, tmp_p
     assert "warnings.warn" not in error and "CaptureFallback" not in error
 
 
+def test_a_step_that_may_be_recorded_takes_its_plate_rows_from_outside(monkeypatch):
+    """On CUDA (forced here) a plate's minibatch is shuffled epochs of row indices, copied into the step's
+    input before each step, not a random draw inside a step that would be recorded once."""
+    from pyro_vi_zoo import runner
+
+    records_on_cuda, calls = runner.records_on_cuda, []
+    monkeypatch.setattr(runner, "fit_guide", lambda *args, **kwargs: calls.append(kwargs["batches"]))
+    for on_cuda in (False, True):
+        monkeypatch.setattr(runner, "records_on_cuda", lambda settings, dataset, on_cuda=on_cuda: on_cuda)
+        fit("bnn_regression", "mean_field", data=cubic_arrays(500, seed=4), steps=10, batch_size=64, seed=0,
+            progress=False, device="cpu")
+    assert calls[0] is None  # the CPU: the plate draws its own rows
+    batches = calls[1]
+    args, kwargs = batches.make_batch(torch.arange(64))
+    assert batches.batch_size == 64 and torch.equal(kwargs["subsample"], torch.arange(64)) and len(args) == 2
+    on = lambda capture, device: records_on_cuda(resolve_settings({}, FitSettings(capture=capture)),
+                                                 type("Data", (), {"device": torch.device(device)})())
+    assert on("auto", "cuda") and on("on", "cuda:1") and not on("off", "cuda") and not on("auto", "cpu")
+
+
 def test_auto_on_the_cpu_fits_eagerly_without_a_warning(device):
     if device != "cpu":
         pytest.skip("the CPU path")
