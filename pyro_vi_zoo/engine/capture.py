@@ -16,6 +16,7 @@ import traceback
 import warnings
 from typing import List, Optional
 
+import pyro
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -24,6 +25,8 @@ from ..errors import ZooError
 CAPTURE_CHOICES = ("auto", "on", "off")
 CAPTURABLE_ELBOS = ("trace", "meanfield", "enum", "stl", "score", "iwae", "iwae_dreg")
 WARMUP_STEPS = 3
+#: code that is not the user's: a tensor made from Python data is reported where the user's code asked for it
+_LIBRARIES = tuple(os.path.dirname(module.__file__) for module in (torch, pyro)) + (__file__,)
 
 
 class CaptureFallback(UserWarning):
@@ -79,9 +82,8 @@ class HostTensorRecorder(TorchFunctionMode):
 
 def _caller() -> str:
     """The innermost frame outside torch, Pyro and this module: the code that asked for the tensor."""
-    library = tuple(os.path.dirname(module.__file__) for module in (torch, __import__("pyro"))) + (__file__,)
     for frame in reversed(traceback.extract_stack()[:-2]):
-        if not frame.filename.startswith(library):
+        if not frame.filename.startswith(_LIBRARIES):
             return f"{frame.filename}:{frame.lineno} ({(frame.line or '').strip()})"
     return "torch or Pyro"
 

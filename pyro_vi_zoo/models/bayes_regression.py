@@ -13,7 +13,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from .distributions import HalfNormal
+from .distributions import HalfNormal, constant
 from .plates import minibatch_plate
 
 
@@ -43,15 +43,15 @@ def bayes_regression(
         The mean of y for the rows in the (sub)sample.
     """
     num_points, num_features = features.shape
-    prior_scale = features.new_full((), prior_scale)  # made on the device: no copy from the host per step
+    prior_scale = constant(features, prior_scale)  # made on the device: no copy from the host per step
     weight = pyro.sample(
         "weight", dist.Normal(features.new_zeros(num_features), prior_scale).to_event(1)
     )
     bias = pyro.sample("bias", dist.Normal(features.new_zeros(()), prior_scale))
     if noise_scale is None:
-        sigma = pyro.sample("sigma", HalfNormal(features.new_full((), noise_prior_scale)))
+        sigma = pyro.sample("sigma", HalfNormal(constant(features, noise_prior_scale)))
     else:
-        sigma = features.new_full((), noise_scale)
+        sigma = constant(features, noise_scale)
     with minibatch_plate(num_points, subsample_size, subsample, features.device) as index:
         if len(index) < num_points:
             features, y = features[index], None if y is None else y[index]

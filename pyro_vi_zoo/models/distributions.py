@@ -6,10 +6,20 @@ stalls an eager step and cannot be recorded in a CUDA graph. The models build th
 data's device (buffers, ``x.new_full``); these classes do the same where torch's own do not.
 """
 
+import numbers
+
 import torch
 from pyro import distributions as dist
 from torch.distributions import TransformedDistribution
 from torch.distributions.transforms import AbsTransform
+
+
+def constant(like: torch.Tensor, value) -> torch.Tensor:
+    """``value`` (a number, sequence or tensor) in ``like``'s dtype on its device: a number is filled in there
+    (no copy from the host), a tensor already there is used as it is."""
+    if isinstance(value, numbers.Number):
+        return like.new_full((), value)
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
 
 
 class HalfNormal(dist.HalfNormal):

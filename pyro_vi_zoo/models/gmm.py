@@ -37,7 +37,6 @@ statisticians", JASA 112 (the Gaussian mixture as the running example).
 """
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Dict, Sequence, Union
 
@@ -53,7 +52,7 @@ from torch.distributions import biject_to, transform_to
 from torch.distributions.transforms import Transform
 
 from ..errors import DataError, ZooError
-from .distributions import HalfNormal
+from .distributions import HalfNormal, constant
 from .plates import minibatch_plate
 
 ASSIGNMENT_MODES = ("marginalised", "enumerated")
@@ -67,7 +66,8 @@ Number = Union[float, Sequence[float]]
 @dataclass(frozen=True)
 class MixturePriors:
     """Hyperparameters of the priors; a number or one value per dimension (per component for weights),
-    as Python numbers or tensors (tensors already on the data's device save a copy per step).
+    as Python numbers or tensors. A number is filled in on the data's device; a list is copied from the host
+    at every step, which a recorded CUDA graph cannot do: give per-dimension values as tensors on that device.
 
     ``scale_prior="lognormal"`` gives scales ~ LogNormal(scale_loc, scale_scale);
     ``"halfnormal"`` gives scales ~ HalfNormal(scale_scale) (posteriordb's
@@ -143,41 +143,33 @@ def check_model_arguments(data, num_components, assignments, priors=None):
         )
 
 
-def _like(data, value):
-    """``value`` (a number, sequence or tensor) as a tensor with the dtype and device of ``data``; no copy if it
-    is one, and a number is filled in on the device (no copy from the host)."""
-    if isinstance(value, numbers.Number):
-        return data.new_full((), value)
-    return torch.as_tensor(value, dtype=data.dtype, device=data.device)
-
-
 def weight_prior(data, num_components, priors):
     """Dirichlet prior of the mixture weights, shape (K,)."""
-    concentration = _like(data, priors.weight_concentration).expand(num_components)
+    concentration = constant(data, priors.weight_concentration).expand(num_components)
     return dist.Dirichlet(concentration)
 
 
 def location_prior(data, priors):
     """Normal prior of one component's location, event shape (D,) (used in the components plate)."""
     dim = data.shape[-1]
-    loc = _like(data, priors.loc_loc).expand(dim)
-    return dist.Normal(loc, _like(data, priors.loc_scale).expand(dim)).to_event(1)
+    loc = constant(data, priors.loc_loc).expand(dim)
+    return dist.Normal(loc, constant(data, priors.loc_scale).expand(dim)).to_event(1)
 
 
 def ordered_location_prior(data, num_components, priors):
     """:class:`OrderedNormal` prior of all (K, D) locations, rows ordered by the first dimension."""
     dim = data.shape[-1]
-    loc = _like(data, priors.loc_loc).expand(dim)
-    return OrderedNormal(loc, _like(data, priors.loc_scale).expand(dim), num_components)
+    loc = constant(data, priors.loc_loc).expand(dim)
+    return OrderedNormal(loc, constant(data, priors.loc_scale).expand(dim), num_components)
 
 
 def scale_prior(data, priors):
     """LogNormal or HalfNormal prior of one component's scales, event shape (D,)."""
     dim = data.shape[-1]
-    scale = _like(data, priors.scale_scale).expand(dim)
+    scale = constant(data, priors.scale_scale).expand(dim)
     if priors.scale_prior == "halfnormal":
         return HalfNormal(scale).to_event(1)
-    return dist.LogNormal(_like(data, priors.scale_loc).expand(dim), scale).to_event(1)
+    return dist.LogNormal(constant(data, priors.scale_loc).expand(dim), scale).to_event(1)
 
 
 def mixture_likelihood(weights, locs, scales):
