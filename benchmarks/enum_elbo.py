@@ -10,6 +10,7 @@ goes through DiCE and checks its probabilities on the host. Run::
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -18,6 +19,7 @@ from pyro.infer import TraceEnum_ELBO
 from pyro_vi_zoo.devices import resolve_device
 from pyro_vi_zoo.engine import make_step, resolve_settings, run_steps
 from pyro_vi_zoo.engine import step as step_module
+from pyro_vi_zoo.errors import ZooError
 from pyro_vi_zoo.registry import get_family
 from pyro_vi_zoo.runner import guide_choice
 
@@ -79,4 +81,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ZooError as error:
+        sys.exit(f"error: {error}")
