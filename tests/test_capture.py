@@ -4,6 +4,8 @@ on a GPU (``pytest --device cuda``), against the exact posterior and the eager f
 import warnings
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -96,3 +98,20 @@ def test_a_captured_minibatch_fit_refills_its_inputs():
     result = fit("bnn_regression", "mean_field", data=cubic_arrays(2000, seed=4), steps=300, batch_size=128,
                  seed=0, progress=False, device="cuda", capture="on")
     assert np.isfinite(result.losses).all() and result.losses[-30:].mean() < result.losses[:30].mean()
+
+
+def copies_a_number_each_step(x, y=None):
+    """A user's model with a Python number in a distribution: torch makes tensor(0.5) on x's device each call."""
+    weight = pyro.sample("weight", dist.Normal(x.new_zeros(()), 1.0))
+    with pyro.plate("data", x.shape[0], device=x.device):
+        pyro.sample("y", dist.Normal(weight * x, 0.5), obs=y)
+
+
+@needs_cuda
+def test_a_model_that_copies_from_the_host_runs_eagerly_and_names_its_line():
+    x = torch.linspace(-1, 1, 50)
+    with pytest.warns(CaptureFallback, match=r"copies a number from the host at every step, tensor\((1\.0|0\.5)\) in "
+                                             r".*test_capture\.py"):
+        result = fit(copies_a_number_each_step, "auto_normal", data=(x, 2 * x), steps=50, seed=0, progress=False,
+                     device="cuda", capture="on")
+    assert np.isfinite(result.losses).all()
