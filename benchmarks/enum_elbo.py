@@ -11,7 +11,6 @@ goes through DiCE and checks its probabilities on the host. Run::
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 from pyro.infer import TraceEnum_ELBO
@@ -22,6 +21,8 @@ from pyro_vi_zoo.engine import step as step_module
 from pyro_vi_zoo.errors import ZooError
 from pyro_vi_zoo.registry import get_family
 from pyro_vi_zoo.runner import guide_choice
+
+from svi_overhead import per_step_seconds  # this folder: the same timing as the overhead benchmark
 
 MAX_STEPS = 10**6
 
@@ -39,19 +40,6 @@ def steps_with(elbo_class, guide: str, dataset, setup, family, device):
         step_module.ELBOS["enum"] = ours
     losses = torch.empty(MAX_STEPS, device=device)
     return lambda k: run_steps(step, k, losses, 0)
-
-
-def median_ms(run, rounds: int, block: int, device) -> float:
-    samples = []
-    for _ in range(rounds):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        run(block)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        samples.append((time.perf_counter() - start) / block * 1000)
-    return statistics.median(samples)
 
 
 def main(argv=None):
@@ -75,7 +63,7 @@ def main(argv=None):
         times = [[], []]
         for _ in range(args.rounds):
             for run, samples in zip(runs, times):
-                samples.append(median_ms(run, 1, args.block, device))
+                samples.append(per_step_seconds(run, args.block, device) * 1000)
         ours, pyros = (statistics.median(samples) for samples in times)
         print(f"{guide:12s} {ours:8.2f} {pyros:8.2f} {pyros / ours:7.2f}x")
 
