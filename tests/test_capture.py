@@ -1,6 +1,7 @@
 """Recording the SVI step as a CUDA graph: the choice and its refusals here; the recorded fits themselves
 on a GPU (``pytest --device cuda``), against the exact posterior and the eager fit."""
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -13,7 +14,7 @@ from pyro_vi_zoo import FitSettings, fit
 from pyro_vi_zoo.cli import main
 from pyro_vi_zoo.data.regression import cubic_arrays
 from pyro_vi_zoo.engine import resolve_settings
-from pyro_vi_zoo.engine.capture import CaptureFallback, wants_capture
+from pyro_vi_zoo.engine.capture import WARMUP_STEPS, CaptureFallback, GraphedUpdate, wants_capture
 from pyro_vi_zoo.errors import ZooError
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -67,6 +68,48 @@ def test_a_step_that_may_be_recorded_takes_its_plate_rows_from_outside(monkeypat
     on = lambda capture, device: records_on_cuda(resolve_settings({}, FitSettings(capture=capture)),
                                                  type("Data", (), {"device": torch.device(device)})())
     assert on("auto", "cuda") and on("on", "cuda:1") and not on("off", "cuda") and not on("auto", "cpu")
+
+
+class FakeCuda:
+    """Enough of ``torch.cuda`` for :class:`GraphedUpdate`'s bookkeeping on the CPU: streams do nothing, and a
+    "recording" runs the step once, as a real one would not; replays are counted."""
+
+    replays = 0
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    class CUDAGraph:
+        def replay(self):
+            FakeCuda.replays += 1
+
+    stream = staticmethod(lambda stream: contextlib.nullcontext())
+    graph = staticmethod(lambda graph: contextlib.nullcontext())
+    current_stream = staticmethod(lambda: FakeCuda.Stream())
+
+
+@pytest.mark.parametrize("copies", [False, True])
+def test_the_graphed_update_warms_up_looks_for_host_copies_then_records_once(copies, monkeypatch):
+    monkeypatch.setattr(torch, "cuda", FakeCuda)
+    monkeypatch.setattr(FakeCuda, "replays", 0)
+    calls = []
+
+    def update():
+        calls.append(1)
+        if copies:  # meta stands in for the GPU: the recorder skips CPU tensors
+            torch.tensor(2.0, device="meta")
+        return torch.tensor(float(len(calls)))
+
+    graphed = GraphedUpdate(update)
+    assert [float(graphed()) for _ in range(WARMUP_STEPS)] == [1.0, 2.0, 3.0] and graphed.graph is None
+    if copies:
+        assert graphed.refused.startswith("the step copies a number from the host at every step, tensor(2.0) in ")
+        assert "test_capture.py" in graphed.refused
+        return
+    assert graphed.refused is None
+    assert float(graphed()) == 4.0 and graphed.graph is not None and FakeCuda.replays == 1  # recorded, replayed
+    assert graphed() is graphed.static_loss and len(calls) == 4 and FakeCuda.replays == 2  # replays only
 
 
 def test_auto_on_the_cpu_fits_eagerly_without_a_warning(device):
