@@ -24,6 +24,7 @@ import torch
 from .devices import resolve_device
 from .engine import FitResult, FitSettings, distributed, fit_guide, latent_sites, resolve_settings
 from .engine.batches import EpochBatches
+from .engine.capture import may_record
 from .engine.checkpoints import Checkpoints
 from .engine.fit import is_enumerated, seeded
 from .errors import DivergenceError, ZooError
@@ -187,7 +188,7 @@ def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, setti
 def records_on_cuda(settings: FitSettings, dataset) -> bool:
     """Whether the step may be recorded as a CUDA graph: then a plate's minibatch rows come from outside
     (shuffled epochs copied into the step's input), not from a draw inside the recorded step."""
-    return settings.capture != "off" and dataset.device.type == "cuda"
+    return may_record(settings.capture, dataset.device)
 
 
 def plate_shards(setup: Setup, dataset, global_batch: int, replicas: distributed.World) -> EpochBatches:

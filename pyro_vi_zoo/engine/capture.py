@@ -33,6 +33,11 @@ class CaptureFallback(UserWarning):
     """The step runs eagerly instead of as a CUDA graph; the message says why."""
 
 
+def may_record(choice: str, device: torch.device) -> bool:
+    """Whether ``--capture`` lets a step on ``device`` be recorded at all: not ``off``, and on CUDA."""
+    return choice != "off" and device.type == "cuda"
+
+
 def wants_capture(choice: str, device: torch.device, elbo: str, replicas: int = 1) -> bool:
     """Whether to record the step: ``auto`` on CUDA, ``on`` (CUDA required), ``off``; an ELBO that
     reads values back to the host, or a data-parallel step (``replicas`` > 1, whose all-reduce this
@@ -42,7 +47,7 @@ def wants_capture(choice: str, device: torch.device, elbo: str, replicas: int = 
     if choice == "on" and device.type != "cuda":
         raise ZooError(f"--capture on records the step as a CUDA graph, but this fit runs on {device}; "
                        "use --device cuda, or --capture auto/off.")
-    if choice == "off" or device.type != "cuda":
+    if not may_record(choice, device):
         return False
     if replicas > 1:
         if choice == "on":
