@@ -26,12 +26,16 @@ def test_capture_on_without_cuda_exits_2_with_one_line(capsys, tmp_path):
     assert error.count("\n") == 0 and "--capture on records the step as a CUDA graph, but this fit runs on cpu" in error
 
 
-def test_auto_records_on_cuda_only_and_refuses_elbos_that_read_back_to_the_host():
+def test_auto_records_on_cuda_only_and_refuses_elbos_and_checks_that_read_back_to_the_host():
     assert not wants_capture("auto", torch.device("cpu"), "trace")
     assert wants_capture("auto", torch.device("cuda"), "trace") and wants_capture("on", torch.device("cuda:0"), "stl")
     assert not wants_capture("off", torch.device("cuda"), "trace")
     with pytest.warns(CaptureFallback, match="running eagerly: --elbo renyi reads values back to the host"):
         assert not wants_capture("auto", torch.device("cuda"), "renyi")
+    with pytest.warns(CaptureFallback, match="running eagerly: --validate checks every distribution's arguments"):
+        assert not wants_capture("auto", torch.device("cuda"), "trace", validate=True)
+    with pytest.raises(ZooError, match="--capture on cannot record a step that --validate checks on the host"):
+        wants_capture("on", torch.device("cuda"), "trace", validate=True)
     with pytest.raises(ZooError, match="unknown capture 'always'"):
         resolve_settings({}, FitSettings(capture="always"))
 
@@ -89,22 +93,28 @@ class FakeCuda:
     current_stream = staticmethod(lambda: FakeCuda.Stream())
 
 
-@pytest.mark.parametrize("copies", [False, True])
-def test_the_graphed_update_warms_up_looks_for_host_copies_then_records_once(copies, monkeypatch):
+@pytest.mark.parametrize("traffic", [None, "copy", "read"])
+def test_the_graphed_update_warms_up_looks_for_host_traffic_then_records_once(traffic, monkeypatch):
     monkeypatch.setattr(torch, "cuda", FakeCuda)
     monkeypatch.setattr(FakeCuda, "replays", 0)
     calls = []
 
     def update():
         calls.append(1)
-        if copies:  # meta stands in for the GPU: the recorder skips CPU tensors
+        if traffic == "copy":  # meta stands in for the GPU: the recorder skips CPU tensors
             torch.tensor(2.0, device="meta")
+        elif traffic == "read":
+            print(torch.zeros(2, device="meta"))
         return torch.tensor(float(len(calls)))
 
     graphed = GraphedUpdate(update)
     assert [float(graphed()) for _ in range(WARMUP_STEPS)] == [1.0, 2.0, 3.0] and graphed.graph is None
-    if copies:
+    if traffic == "copy":
         assert graphed.refused.startswith("the step copies a number from the host at every step, tensor(2.0) in ")
+    if traffic == "read":
+        assert graphed.refused.startswith("the step reads a value back to the host at every step, __repr__() in ")
+        assert "print(torch.zeros(2" in graphed.refused
+    if traffic:
         assert "test_capture.py" in graphed.refused
         return
     assert graphed.refused is None
@@ -156,5 +166,23 @@ def test_a_model_that_copies_from_the_host_runs_eagerly_and_names_its_line():
     with pytest.warns(CaptureFallback, match=r"copies a number from the host at every step, tensor\((1\.0|0\.5)\) in "
                                              r".*test_capture\.py"):
         result = fit(copies_a_number_each_step, "auto_normal", data=(x, 2 * x), steps=50, seed=0, progress=False,
+                     device="cuda", capture="on")
+    assert np.isfinite(result.losses).all()
+
+
+def reads_a_value_each_step(x, y=None):
+    """A user's model that branches on a tensor: its value is read back to the host at every call."""
+    weight = pyro.sample("weight", dist.Normal(x.new_zeros(()), x.new_ones(())))
+    sign = 1.0 if weight > 0 else -1.0
+    with pyro.plate("data", x.shape[0], device=x.device):
+        pyro.sample("y", dist.Normal(sign * weight * x, x.new_full((), 0.5)), obs=y)
+
+
+@needs_cuda
+def test_a_model_that_reads_back_to_the_host_runs_eagerly_and_names_its_line():
+    x = torch.linspace(-1, 1, 50, device="cuda")
+    with pytest.warns(CaptureFallback, match=r"reads a value back to the host at every step, __bool__\(\) in "
+                                             r".*test_capture\.py"):
+        result = fit(reads_a_value_each_step, "auto_normal", data=(x, 2 * x), steps=50, seed=0, progress=False,
                      device="cuda", capture="on")
     assert np.isfinite(result.losses).all()

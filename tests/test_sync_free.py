@@ -19,7 +19,7 @@ from pyro.distributions import constraints
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO, config_enumerate
 
 from pyro_vi_zoo.engine import ELBOS, FitSettings, make_step, resolve_settings
-from pyro_vi_zoo.engine.capture import CAPTURABLE_ELBOS, HostTensorRecorder
+from pyro_vi_zoo.engine.capture import CAPTURABLE_ELBOS, HostTrafficRecorder
 from pyro_vi_zoo.engine.estimators import _ScoreFunctionGuide
 from pyro_vi_zoo.models.distributions import HalfNormal
 from pyro_vi_zoo.registry import get_family
@@ -200,11 +200,11 @@ def test_enumerated_and_score_function_steps_run_on_the_meta_device():
 
 
 @pytest.mark.parametrize("name, guide_name, options", CASES + ENUMERATED)
-def test_a_step_copies_no_numbers_from_the_host(name, guide_name, options, device):
+def test_a_step_copies_no_numbers_from_the_host_and_reads_none_back(name, guide_name, options, device):
     step, *_ = family_step(name, guide_name, options, "trace", device)
-    with step.scope():
+    with step.scope(), pyro.validation_enabled(False):  # as the fit runs it
         step()  # the first step may set things up
-        with HostTensorRecorder(include_cpu=True) as recorder:  # on the CPU too, where no copy would happen
+        with HostTrafficRecorder(include_cpu=True) as recorder:  # on the CPU too, where nothing would sync
             step()
     assert not recorder.sites, recorder.sites[0]
 
@@ -212,7 +212,7 @@ def test_a_step_copies_no_numbers_from_the_host(name, guide_name, options, devic
 def test_the_half_normal_made_on_the_device_is_pyros(device):
     scale = torch.tensor([0.5, 2.0], device=device)
     value = torch.tensor([0.3, 1.7], device=device)
-    with HostTensorRecorder(include_cpu=True) as recorder:
+    with pyro.validation_enabled(False), HostTrafficRecorder(include_cpu=True) as recorder:
         ours = HalfNormal(scale).expand((3, 2))
         log_prob = ours.log_prob(value)
     assert not recorder.sites, recorder.sites[0]
@@ -226,9 +226,27 @@ def test_the_recorder_names_the_line_that_copies_a_number_to_the_device():
     """What a GPU fit says before it would record a step that copies from the host (meta stands in for CUDA:
     the recorder ignores CPU tensors, which cost no copy, and empty ones)."""
     x = torch.zeros(4, device="meta")
-    with pyro.validation_enabled(False), HostTensorRecorder() as recorder:
+    with pyro.validation_enabled(False), HostTrafficRecorder() as recorder:
         dist.Normal(x, 2.5).log_prob(x)  # the scale becomes torch.tensor(2.5) on x's device
         torch.tensor([1.0, 2.0]), torch.tensor(()), dist.Normal(x, x.new_full((), 2.5))
     assert len(recorder.sites) == 1, recorder.sites
     assert recorder.sites[0].startswith("tensor(2.5) in ") and __file__ in recorder.sites[0]
     assert "dist.Normal(x, 2.5).log_prob(x)" in recorder.sites[0]
+
+
+def test_the_recorder_names_the_lines_that_read_values_back_to_the_host():
+    """What would synchronise on a GPU, found on the CPU (``include_cpu``); nothing that stays on the device."""
+    x = torch.linspace(-1.0, 1.0, 5)
+    with HostTrafficRecorder(include_cpu=True) as recorder:
+        x.sum().item()
+        if x.sum() > 0:
+            pass
+        x[x > 0], x.nonzero(), x.cpu(), f"{x.mean():.2f}"
+        x * 2.0, x[1:3], x[torch.arange(0, 4, 2)], torch.where(x > 0, x, -x), x.to(torch.float64), x.shape[0]
+    assert [site.split("(")[0] for site in recorder.reads] == \
+        ["item", "__bool__", "__getitem__", "nonzero", "cpu", "__format__"], recorder.reads
+    assert not recorder.copies and __file__ in recorder.reads[0] and "x.sum().item()" in recorder.reads[0]
+    assert recorder.refusal().startswith("the step reads a value back to the host at every step, item() in ")
+    with HostTrafficRecorder() as recorder:  # CPU tensors: nothing would cross to the host
+        x.sum().item()
+    assert recorder.refusal() is None

@@ -7,8 +7,8 @@ one launch. What it needs, and the engine provides: a sync-free ELBO (:mod:`.elb
 ``capturable=True`` and its learning rate as a device tensor decayed inside the step, gradient clipping
 on the device, minibatches copied into the step's own input tensors, and validation off. Whatever
 cannot be recorded runs eagerly, with one line that says why: the last warm-up step looks for numbers
-copied from the host (the common cause, named with its line of code), and a recording that fails says
-what CUDA said.
+copied from the host and values read back to it (the common causes, named with their line of code),
+and a recording that fails says what CUDA said.
 """
 
 import os
@@ -38,10 +38,11 @@ def may_record(choice: str, device: torch.device) -> bool:
     return choice != "off" and device.type == "cuda"
 
 
-def wants_capture(choice: str, device: torch.device, elbo: str, replicas: int = 1) -> bool:
+def wants_capture(choice: str, device: torch.device, elbo: str, replicas: int = 1, validate: bool = False) -> bool:
     """Whether to record the step: ``auto`` on CUDA, ``on`` (CUDA required), ``off``; an ELBO that
-    reads values back to the host, or a data-parallel step (``replicas`` > 1, whose all-reduce this
-    version does not record), runs eagerly with a :class:`CaptureFallback` warning."""
+    reads values back to the host, a data-parallel step (``replicas`` > 1, whose all-reduce this
+    version does not record) or one that ``validate``s its distributions (on the host) runs eagerly
+    with a :class:`CaptureFallback` warning."""
     if choice not in CAPTURE_CHOICES:
         raise ZooError(f"unknown capture {choice!r}; choose one of: {', '.join(CAPTURE_CHOICES)}.")
     if choice == "on" and device.type != "cuda":
@@ -56,6 +57,13 @@ def wants_capture(choice: str, device: torch.device, elbo: str, replicas: int = 
         warnings.warn(f"running eagerly: a data-parallel step ({replicas} processes) all-reduces its gradients, "
                       "which this version does not record in a CUDA graph", CaptureFallback)
         return False
+    if validate:
+        if choice == "on":
+            raise ZooError("--capture on cannot record a step that --validate checks on the host at every step; "
+                           "drop one of them.")
+        warnings.warn("running eagerly: --validate checks every distribution's arguments on the host at every step",
+                      CaptureFallback)
+        return False
     if elbo not in CAPTURABLE_ELBOS:
         warnings.warn(f"running eagerly: --elbo {elbo} reads values back to the host each step, which a CUDA "
                       f"graph cannot hold (capturable: {', '.join(CAPTURABLE_ELBOS)})", CaptureFallback)
@@ -63,26 +71,63 @@ def wants_capture(choice: str, device: torch.device, elbo: str, replicas: int = 
     return True
 
 
-class HostTensorRecorder(TorchFunctionMode):
-    """Records every tensor built from Python data (``torch.tensor(1.0)``, a number in a distribution) on a
-    device other than the CPU (any device with ``include_cpu``): on a GPU each is a copy from the host at
-    every step, which a CUDA graph cannot record. ``sites`` name each call and the code that made it."""
+class HostTrafficRecorder(TorchFunctionMode):
+    """Records what a CUDA graph cannot hold: a tensor built from Python data (``torch.tensor(1.0)``, a
+    number in a distribution), a copy from the host at every step; and a value read back to the host
+    (``.item()``, ``if`` on a tensor, ``float()``, printing, a boolean mask, ``nonzero``), a synchronisation.
+    Only tensors on a device other than the CPU count (any device with ``include_cpu``, which finds on
+    the CPU what would sync on a GPU). ``copies`` and ``reads`` name each call and the code that made it.
+    """
 
     FACTORIES = (torch.tensor, torch.as_tensor, torch.scalar_tensor, torch.Tensor.new_tensor)
+    READS = (torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__float__,
+             torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.__format__, torch.Tensor.__repr__, torch.Tensor.__str__,
+             torch.Tensor.nonzero, torch.nonzero, torch.Tensor.masked_select, torch.masked_select,
+             torch.Tensor.unique, torch.unique, torch.Tensor.cpu, torch.Tensor.numpy)
 
     def __init__(self, include_cpu: bool = False):
         super().__init__()
         self.include_cpu = include_cpu
-        self.sites: List[str] = []
+        self.copies: List[str] = []
+        self.reads: List[str] = []
+
+    @property
+    def sites(self) -> List[str]:
+        return self.copies + self.reads
+
+    def refusal(self) -> Optional[str]:
+        """Why the step cannot be recorded, in one line, or None."""
+        if self.copies:
+            return (f"the step copies a number from the host at every step, {self.copies[0]}; "
+                    "make such constants once on the data's device (x.new_full, a buffer)")
+        if self.reads:
+            return (f"the step reads a value back to the host at every step, {self.reads[0]}; keep its values "
+                    "on the device (no .item(), float(), if on a tensor, printing or boolean masks)")
+        return None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if args and isinstance(args[0], torch.Tensor) and self._counts(args[0]) and self._reads(func, args):
+            self.reads.append(f"{func.__name__}() in {_caller()}")
         result = func(*args, **(kwargs or {}))
         if func in self.FACTORIES and args:
             data = args[1] if func is torch.Tensor.new_tensor else args[0]
-            if not isinstance(data, torch.Tensor) and result.numel() and \
-                    (self.include_cpu or result.device.type != "cpu"):
-                self.sites.append(f"{func.__name__}({data!r}) in {_caller()}")
+            if not isinstance(data, torch.Tensor) and result.numel() and self._counts(result):
+                self.copies.append(f"{func.__name__}({data!r}) in {_caller()}")
+        elif func is torch.Tensor.to and isinstance(result, torch.Tensor) and result.device.type == "cpu" \
+                and args[0].device.type != "cpu":
+            self.reads.append(f"to(cpu) in {_caller()}")
         return result
+
+    def _counts(self, tensor: torch.Tensor) -> bool:
+        return self.include_cpu or tensor.device.type != "cpu"
+
+    def _reads(self, func, args) -> bool:
+        if func in self.READS:
+            return func is not torch.Tensor.numpy or self.include_cpu  # numpy() of a GPU tensor fails anyway
+        if func is torch.Tensor.__getitem__:  # a boolean mask: the result's length is read back
+            index = args[1] if isinstance(args[1], tuple) else (args[1],)
+            return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index)
+        return False
 
 
 def _caller() -> str:
@@ -98,7 +143,7 @@ class GraphedUpdate:
 
     ``update()`` must return the step's loss as a device tensor and do no host synchronisation;
     its inputs must live in tensors that are refilled in place between calls. The last warm-up step
-    looks for tensors built from Python data; where it finds one, ``refused`` says where, and the
+    looks for tensors built from Python data and values read back to the host; where it finds one, ``refused`` says where, and the
     step is not recorded.
     """
 
@@ -119,11 +164,9 @@ class GraphedUpdate:
             return self._on_side_stream()
         if self.eager_steps == WARMUP_STEPS - 1:
             self.eager_steps += 1
-            with HostTensorRecorder() as recorder:
+            with HostTrafficRecorder() as recorder:
                 loss = self._on_side_stream()
-            if recorder.sites:
-                self.refused = (f"the step copies a number from the host at every step, {recorder.sites[0]}; "
-                                "make such constants once on the data's device (x.new_full, a buffer)")
+            self.refused = recorder.refusal()
             return loss
         return self._record_then_replay()
 
