@@ -81,8 +81,8 @@ class HostTrafficRecorder(TorchFunctionMode):
 
     FACTORIES = (torch.tensor, torch.as_tensor, torch.scalar_tensor, torch.Tensor.new_tensor)
     READS = (torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__float__,
-             torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.__format__, torch.Tensor.__repr__, torch.Tensor.__str__,
-             torch.Tensor.nonzero, torch.nonzero, torch.Tensor.masked_select, torch.masked_select,
+             torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.__format__, torch.Tensor.__repr__,
+             torch.Tensor.__str__, torch.Tensor.nonzero, torch.nonzero, torch.Tensor.masked_select, torch.masked_select,
              torch.Tensor.unique, torch.unique, torch.Tensor.cpu, torch.Tensor.numpy)
 
     def __init__(self, include_cpu: bool = False):
@@ -143,8 +143,8 @@ class GraphedUpdate:
 
     ``update()`` must return the step's loss as a device tensor and do no host synchronisation;
     its inputs must live in tensors that are refilled in place between calls. The last warm-up step
-    looks for tensors built from Python data and values read back to the host; where it finds one, ``refused`` says where, and the
-    step is not recorded.
+    looks for tensors built from Python data and values read back to the host; where it finds one,
+    ``refused`` says where, and the step is not recorded.
     """
 
     def __init__(self, update):

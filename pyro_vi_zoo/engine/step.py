@@ -91,8 +91,8 @@ class SVIStep:
         self.gamma = settings.lr_decay ** (1.0 / settings.steps)
         device = self.params[0].device
         self.graphed = None
-        if wants_capture(settings.capture, device, settings.elbo, self.world.size, settings.validate) and self.differentiable \
-                and self._recordable():
+        if wants_capture(settings.capture, device, settings.elbo, self.world.size, settings.validate) \
+                and self.differentiable and self._recordable():
             # a learning rate that lives on the device and decays inside the recorded step
             self.optimizer = torch.optim.Adam(self.params, lr=torch.tensor(settings.lr, device=device), capturable=True)
             self.schedule = None
