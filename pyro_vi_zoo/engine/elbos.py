@@ -50,9 +50,23 @@ def surrogate_elbo(model_trace, guide_trace):
         if not is_identically_zero(entropy):
             surrogate = surrogate - entropy.sum()
         if not is_identically_zero(score_function):
-            log_r = _compute_log_r(model_trace, guide_trace) if log_r is None else log_r
+            log_r = log_ratio(model_trace, guide_trace) if log_r is None else log_r
             surrogate = surrogate + (log_r.sum_to(site["cond_indep_stack"]) * score_function).sum()
     return surrogate
+
+
+def log_ratio(model_trace, guide_trace):
+    """log p − log q per plate frame, detached: the reward the score-function terms weigh.
+
+    Pyro's ``_compute_log_r`` walks the model's sites only, so a guide's auxiliary site (one the model
+    lacks: AutoNormal's ``*_unconstrained``, the AutoContinuous latent) drops out of the reward, and
+    when such a site is not reparameterised its −log q gets no gradient: a bias. Here it is counted.
+    """
+    log_r = _compute_log_r(model_trace, guide_trace)
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample" and name not in model_trace.nodes and not site_is_subsample(site):
+            log_r.add((site["cond_indep_stack"], -site["log_prob"].detach()))
+    return log_r
 
 
 class SyncFreeMeanFieldELBO(TraceMeanField_ELBO):

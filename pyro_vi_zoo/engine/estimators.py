@@ -6,7 +6,8 @@ Both keep the ELBO's value and change only its gradient:
   log q(z(ε, φ); φ) has a path term and a score term, E_q[∇_φ log q(z; φ)] = 0. Dropping the score term
   keeps the estimator unbiased and makes its variance vanish as q reaches the posterior. Per guide site the
   surrogate is log q(z; φ) − log q(z̄; φ) + log q(z̄; φ)|detached, z̄ = z without gradient: the same value,
-  the path gradient only. Works for any reparameterised guide (hand-written, AutoNormal, the
+  the path gradient only. A point-mass site that maps a latent to its support (an auto guide's
+  constrained site) has no score term: its log-density, −log|J|, is all path. Works for any reparameterised guide (hand-written, AutoNormal, the
   AutoContinuous family, flows); a site without ``rsample`` is refused.
 * ``ScoreFunctionELBO`` (Williams 1992; Ranganath et al. 2014): every guide site is treated as
   non-reparameterised, so Trace_ELBO's surrogate (:func:`.elbos.surrogate_elbo`) is the REINFORCE
@@ -18,6 +19,7 @@ import functools
 import math
 
 import torch
+from pyro.distributions import Delta
 from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO
@@ -48,7 +50,7 @@ class STLTraceELBO(SyncFreeTraceELBO):
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
             _, _, entropy_term = site["score_parts"]
-            if is_identically_zero(entropy_term):
+            if is_identically_zero(entropy_term) or is_delta(site["fn"]):
                 continue
             at_detached = site["fn"].log_prob(site["value"].detach())
             at_detached = scale_and_mask(at_detached, site["scale"], site["mask"]).sum()
@@ -134,7 +136,7 @@ def _per_example_log_prob(trace, num_particles: int, path_only: bool = False):
         if site["type"] != "sample" or site_is_subsample(site):
             continue
         log_prob = site["unscaled_log_prob"]
-        if path_only and site["fn"].has_rsample:
+        if path_only and site["fn"].has_rsample and not is_delta(site["fn"]):
             at_detached = site["fn"].log_prob(site["value"].detach())
             log_prob = log_prob - at_detached + at_detached.detach()
         if num_particles == 1 and log_prob.dim() == 1:  # one particle: Pyro adds no particle dimension
@@ -147,10 +149,19 @@ def _per_example_log_prob(trace, num_particles: int, path_only: bool = False):
     return total, scale
 
 
+def is_delta(fn) -> bool:
+    """A point mass, possibly masked, expanded or made an event: an auto guide's site that unpacks a
+    sampled latent to its support. Its log-density (−log|J| of that map) depends on the parameters only
+    through the sample, so all of its gradient is path gradient: no score term to drop."""
+    while not isinstance(fn, Delta) and hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return isinstance(fn, Delta)
+
+
 def _weight_path_gradients(guide_trace, normalised):
     for site in guide_trace.nodes.values():
         value = site.get("value")
-        if site["type"] != "sample" or site_is_subsample(site) or type(site["fn"]).__name__ == "Delta":
+        if site["type"] != "sample" or site_is_subsample(site) or is_delta(site["fn"]):
             continue  # a Delta site passes on the gradient of the site it unpacks, which is weighted already
         if torch.is_tensor(value) and value.requires_grad:
             event_dims = value.dim() - normalised.dim()
