@@ -19,3 +19,9 @@ class DivergenceError(RuntimeError):
     def __init__(self, step, message):
         super().__init__(message)
         self.step = step
+
+
+def first_line(error: BaseException) -> str:
+    """``Type: first line of the message``: how a failure inside a user's code is quoted in a one-line error."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__

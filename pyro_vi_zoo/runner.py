@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 import pyro
@@ -26,8 +26,9 @@ from .engine import FitResult, FitSettings, distributed, fit_guide, latent_sites
 from .engine.batches import EpochBatches
 from .engine.capture import may_record
 from .engine.checkpoints import Checkpoints
-from .engine.fit import is_enumerated, seeded
-from .errors import DivergenceError, ZooError
+from .engine.fit import seeded
+from .engine.result import is_enumerated, is_latent, model_trace
+from .errors import DivergenceError, ZooError, first_line
 from .family import Family, Setup
 from .guides.auto import AUTO_GUIDES
 from .registry import get_family
@@ -289,6 +290,11 @@ def _compare(family, guides, data, settings, data_options, model_options, out, f
     baselines = getattr(family.scoring, "baselines", {})
     rows = [row if (isinstance(row, str) and row in baselines) else guide_choice(row, setup, family)
             for row in resolve_rows(family, guides)]
+    names = [row if isinstance(row, str) else row.name for row in rows]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ZooError(f"several guides are named {', '.join(map(repr, repeated))}; rows, fits and files are keyed by "
+                       "a guide's name, so give each guide callable its own __name__.")
     for row in rows:
         if isinstance(row, GuideChoice):
             check_guide_sites(row, setup, dataset)
@@ -383,16 +389,42 @@ def write_inference_data(fitted: FitResult, sites, num_samples: int, path: Path)
 
 
 def check_guide_sites(choice: GuideChoice, setup: Setup, dataset) -> None:
-    """A user's guide callable must sample exactly the model's latent sites; a clear error otherwise."""
+    """A user's guide callable must take the model's arguments and sample exactly the model's latent sites,
+    each with its shape and event dimensions; a clear error otherwise."""
     if choice.name in setup.guides or choice.name in AUTO_GUIDES:
         return
-    model_sites = set(latent_sites(setup.model, dataset.train))
-    with pyro.get_param_store().scope(), pyro.settings.context(module_local_params=True):
-        guide_sites = set(latent_sites(choice.build(), dataset.train))
-    if guide_sites != model_sites:
-        missing, extra = sorted(model_sites - guide_sites), sorted(guide_sites - model_sites)
+    model_sites = _site_shapes(setup.model, dataset.train)
+    try:
+        with pyro.get_param_store().scope(), pyro.settings.context(module_local_params=True):
+            guide_sites = _site_shapes(choice.build(), dataset.train)
+    except Exception as error:  # the user's code: any failure is reported as what it is
+        raise ZooError(f"calling guide {choice.name!r}(*data) failed with {first_line(error)}; a guide takes the "
+                       "model's arguments and samples each of its latent sites.") from None
+    if set(guide_sites) != set(model_sites):
+        missing, extra = sorted(set(model_sites) - set(guide_sites)), sorted(set(guide_sites) - set(model_sites))
         raise ZooError(f"guide {choice.name!r} does not match the model's latent sites: missing {missing}, "
                        f"extra {extra}; a guide samples every latent site of the model, under the same names.")
+    for name, (shape, event_dim) in model_sites.items():
+        if guide_sites[name][0] != shape:
+            raise ZooError(f"guide {choice.name!r} samples site {name!r} with shape {guide_sites[name][0]}, but the "
+                           f"model's has shape {shape}.")
+        if guide_sites[name][1] != event_dim:
+            raise ZooError(f"guide {choice.name!r} samples site {name!r} with {guide_sites[name][1]} event "
+                           f"dimension(s), but the model's has {event_dim}: use .to_event({event_dim}) as the model does.")
+    try:
+        with pyro.get_param_store().scope(), pyro.settings.context(module_local_params=True), torch.no_grad(), \
+                pyro.poutine.block(), pyro.plate("_draws", 3, dim=-(setup.max_plate_nesting + 1)):
+            pyro.poutine.trace(choice.build()).get_trace(*dataset.train)
+    except Exception as error:
+        raise ZooError(f"guide {choice.name!r} fails when its draws are batched on the left, as the runner draws "
+                       f"particles ({first_line(error)}); it must broadcast over leading dimensions "
+                       "(e.g. (x * weight).sum(-1) instead of x @ weight).") from None
+
+
+def _site_shapes(fn, args) -> Dict[str, Tuple[Tuple[int, ...], int]]:
+    """Each latent site of ``fn``: its value's shape and its distribution's event dimensions."""
+    return {name: (tuple(site["value"].shape), site["fn"].event_dim)
+            for name, site in model_trace(fn, args).nodes.items() if is_latent(site)}
 
 
 def compared_sites(setup: Setup, dataset, reference) -> List[str]:

@@ -15,10 +15,12 @@ from typing import Callable, Tuple
 import numpy as np
 import pyro
 import torch
+from pyro.poutine.util import site_is_subsample
 
 from .data import Dataset
 from .engine import latent_sites
-from .errors import DataError, ZooError
+from .engine.result import model_trace
+from .errors import DataError, ZooError, first_line
 from .family import Family, Setup
 from .scoring import GlobalLatentScoring
 from .scoring.predictive import heldout_scores
@@ -67,6 +69,9 @@ def as_model_arguments(data) -> Tuple[torch.Tensor, ...]:
     if len(set(rows)) > 1:
         raise DataError(f"the data arguments disagree in their number of rows (first dimension): {rows}; "
                         "every argument needs one row per example.")
+    if rows[0] == 0:
+        raise DataError("the data have no rows; pass at least one example (one row per example along the first "
+                        "dimension).")
     return args
 
 
@@ -88,34 +93,52 @@ def _as_tensor(value, index: int) -> torch.Tensor:
 
 
 def user_setup(model: Callable, dataset: Dataset) -> Setup:
-    """The user's model as it is; checked once on the training data for a latent site."""
+    """The user's model as it is; checked once on the training data: it runs and scores its data, it has a
+    latent site for a guide, and it broadcasts over a batch of draws left of its plates."""
     try:
-        sites = latent_sites(model, dataset.train)
+        trace = model_trace(model, dataset.train)
+        trace.compute_log_prob()  # an observation of the wrong dtype fails only here
     except Exception as error:  # the user's code: any failure is reported as what it is
         raise ZooError(f"calling {getattr(model, '__name__', 'the model')}(*data) failed with "
-                       f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}; check the data's order and shapes "
-                       "(the model's positional arguments, observations last).") from None
-    if not sites:
-        raise ZooError("the model has no latent sample sites (every pyro.sample is observed); "
-                       "there is no posterior to approximate.")
-    check_vectorises(model, dataset.train)
-    return Setup(model=model, batch_keyword=None)
+                       f"{first_line(error)}; check the data's order, shapes and dtypes (the model's "
+                       "positional arguments, observations last).") from None
+    if not latent_sites(model, dataset.train):
+        raise ZooError("the model has no latent sample sites a guide could fit (every pyro.sample is observed "
+                       "or enumerated); there is no posterior to approximate.")
+    nesting = plate_nesting(trace)
+    check_vectorises(model, dataset.train, trace, nesting)
+    return Setup(model=model, batch_keyword=None, max_plate_nesting=nesting)
 
 
-def check_vectorises(model: Callable, args, num_draws: int = 2) -> None:
-    """The runner draws particles and posterior samples as a batch at dimension −2 (left of the data
-    plate); a model whose sites grow extra dimensions under such a batch gets a clear error here."""
-    with torch.no_grad(), pyro.poutine.block(), pyro.plate("_draws", num_draws, dim=-2):
-        trace = pyro.poutine.trace(model).get_trace(*args)
+def plate_nesting(trace) -> int:
+    """How many batch dimensions the model's sites use (its plates', at least one): draws go left of them."""
+    sites = [site for site in trace.nodes.values() if site["type"] == "sample" and not site_is_subsample(site)]
+    plates = [-frame.dim for site in sites for frame in site["cond_indep_stack"] if frame.vectorized]
+    return max([1] + plates + [len(site["fn"].batch_shape) for site in sites])
+
+
+def check_vectorises(model: Callable, args, alone, nesting: int, num_draws: int = 3) -> None:
+    """The runner draws particles and posterior samples as a batch at dimension ``-(nesting + 1)``, left
+    of the model's plates. Each site must then have its batch shape from ``alone`` (a trace without the
+    draws) with the draws on the left; a model that fails or whose sites grow otherwise gets one line."""
+    how = ("the runner batches draws that way, so the model must broadcast over leading dimensions "
+           "(e.g. (x * weight).sum(-1) instead of x @ weight, and a pyro.plate over the data's rows "
+           "rather than .to_event(1) over them)")
+    try:
+        with torch.no_grad(), pyro.poutine.block(), pyro.plate("_draws", num_draws, dim=-(nesting + 1)):
+            trace = pyro.poutine.trace(model).get_trace(*args)
+    except Exception as error:
+        raise ZooError(f"the model fails when its latents carry a batch of {num_draws} draws on the left "
+                       f"({first_line(error)}); {how}.") from None
     for name, site in trace.nodes.items():
-        if site["type"] != "sample" or pyro.poutine.util.site_is_subsample(site):
+        if site["type"] != "sample" or site_is_subsample(site):
             continue
+        shape = tuple(alone.nodes[name]["fn"].batch_shape)
+        expected = (num_draws,) + (1,) * (nesting - len(shape)) + shape
         batch = tuple(site["fn"].batch_shape)
-        if len(batch) > 2 or (len(batch) == 2 and batch[0] not in (1, num_draws)):
-            raise ZooError(
-                f"site {name!r} has batch shape {batch} when the latents carry a batch of {num_draws} draws "
-                "on the left; the runner batches draws that way, so the model must broadcast over leading "
-                "dimensions (e.g. (x * weight).sum(-1) instead of x @ weight, and bias without unsqueeze).")
+        if batch != expected:
+            raise ZooError(f"site {name!r} has batch shape {batch} when the latents carry a batch of {num_draws} "
+                           f"draws on the left (alone it has {shape}, so {expected} was expected); {how}.")
 
 
 def _evaluate(fit, dataset, num_samples):

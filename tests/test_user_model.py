@@ -81,6 +81,44 @@ def wrong_guide(x, y=None):
     pyro.sample("weights", dist.Normal(x.new_zeros(x.shape[-1]), 1.0).to_event(1))
 
 
+def plain_matmul(x, y=None):
+    weight = pyro.sample("weight", dist.Normal(x.new_zeros(x.shape[-1]), 1.0).to_event(1))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(x @ weight, 1.0), obs=y)
+
+
+def rows_in_event(x, y=None):
+    """No plate: the data's rows are an event dimension, so a batch of draws lands on them."""
+    weight = pyro.sample("weight", dist.Normal(x.new_zeros(x.shape[-1]), 1.0).to_event(1))
+    pyro.sample("y", dist.Normal((x * weight).sum(-1), 1.0).to_event(1), obs=y)
+
+
+def bernoulli_labels(x, y=None):
+    weight = pyro.sample("weight", dist.Normal(x.new_zeros(x.shape[-1]), 1.0).to_event(1))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Bernoulli(logits=(x * weight).sum(-1)), obs=y)
+
+
+def unvectorised_guide(x, y=None):
+    loc = pyro.param("loc", lambda: x.new_zeros(x.shape[-1]))
+    weight = pyro.sample("weight", dist.Normal(loc, 0.1).to_event(1))
+    return x @ weight  # a batch of weights on the left does not multiply this way
+
+
+def flat_guide(x, y=None):
+    loc = pyro.param("loc", lambda: x.new_zeros(x.shape[-1]))
+    pyro.sample("weight", dist.Normal(loc, 0.1))
+
+
+def narrow_guide(x, y=None):
+    loc = pyro.param("loc", lambda: x.new_zeros(3))
+    pyro.sample("weight", dist.Normal(loc, 0.1).to_event(1))
+
+
+def guide_of_nothing(x):
+    pass
+
+
 X, Y = torch.randn(30, 2), torch.randn(30)
 
 
@@ -88,6 +126,20 @@ X, Y = torch.randn(30, 2), torch.randn(30)
     (no_latents, (X, Y), None, ZooError, "no latent sample sites"),
     (broken, (X, Y), None, ZooError, r"calling broken\(\*data\) failed with RuntimeError: shapes"),
     (matrix_product, (X, Y), None, ZooError, "site 'y' has batch shape .* broadcast over leading dimensions"),
+    (plain_matmul, (X, Y), None, ZooError, "the model fails when its latents carry a batch of 3 draws on the left "
+                                           r"\(RuntimeError: .*\); .* broadcast over leading dimensions"),
+    (rows_in_event, (X, Y), None, ZooError, r"site 'y' has batch shape \(3, 3\) .* \(3, 1\) was expected.*pyro.plate"),
+    (bernoulli_labels, (X, (Y > 0).long()), None, ZooError,
+     r"calling bernoulli_labels\(\*data\) failed with RuntimeError: .*Long.*dtypes"),
+    (linear, (X[:0], Y[:0]), None, DataError, "the data have no rows"),
+    (linear, (X, Y), [unvectorised_guide], ZooError, "guide 'unvectorised_guide' fails when its draws are batched"),
+    (linear, (X, Y), [flat_guide], ZooError, r"'weight' with 0 event dimension\(s\), but the model's has 1: use "
+                                             r"\.to_event\(1\)"),
+    (linear, (X, Y), [narrow_guide], ZooError, r"'weight' with shape \(3,\), but the model's has shape \(2,\)"),
+    (linear, (X, Y), [guide_of_nothing], ZooError, r"calling guide 'guide_of_nothing'\(\*data\) failed with "
+                                                   "TypeError"),
+    (linear, (X, Y), [flat_guide, lambda x, y=None: flat_guide(x, y), lambda x, y=None: flat_guide(x, y)],
+     ZooError, "several guides are named '<lambda>'"),
     (linear, (X, Y[:20]), None, DataError, r"disagree in their number of rows .*\[30, 20\]"),
     (linear, (X, "y"), None, DataError, "data argument 1 is a str; pass tensors or numpy arrays"),
     (linear, {"x": X}, None, DataError, "data must be a tuple of tensors or arrays"),
@@ -117,3 +169,84 @@ def test_numpy_data_and_a_single_guide_callable_fit(device):
     assert row["guide"] == "linear_guide" and row["status"] == "ok"
     assert row["dataset"] == "linear" and row["num_train"] == 32 and row["num_test"] == 8
     assert np.isfinite(row["test_lpd"]) and 0.0 <= row["coverage_90"] <= 1.0
+
+
+def test_a_model_with_nested_plates_reaches_its_exact_posterior(device):
+    """Rows × columns: the model's plates take dims −2 and −1, so the runner draws at dim −3."""
+    Y = torch.randn(200, 3, generator=torch.Generator().manual_seed(0)).to(device) + torch.tensor([0.0, 1.0, 2.0],
+                                                                                              device=device)
+
+    def nested(Y):
+        with pyro.plate("columns", 3, dim=-1):
+            mu = pyro.sample("mu", dist.Normal(Y.new_zeros(()), PRIOR_SCALE))
+            with pyro.plate("rows", Y.shape[0], dim=-2):
+                pyro.sample("y", dist.Normal(mu, 1.0), obs=Y)
+
+    comparison = zoo.compare(nested, data=(Y,), guides=["auto_normal"], steps=800, lr=0.05, seed=0, progress=False,
+                             draw_figures=False)
+    (train,) = comparison.fits["auto_normal"].args
+    precision = 1 / PRIOR_SCALE**2 + train.shape[0]
+    exact_loc, exact_scale = train.sum(0) / precision, precision ** -0.5
+    draws = comparison.fits["auto_normal"].sample_posterior(4000)["mu"]
+    assert comparison.fits["auto_normal"].max_plate_nesting == 2
+    assert torch.allclose(draws.mean(0), exact_loc, atol=0.2 * exact_scale)
+    assert torch.allclose(draws.std(0), torch.full_like(exact_loc, exact_scale), rtol=0.15)
+    assert comparison.table["pareto_k"].iloc[0] < 0.5
+
+
+def regression(x, y=None):
+    weight = pyro.sample("weight", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal((x * weight).sum(-1), 0.5), obs=y)
+
+
+def self_subsampled_regression(x, y=None):
+    """The same model with its minibatch fixed inside: fits see 50 rows a step, scores must see every row."""
+    weight = pyro.sample("weight", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+    with pyro.plate("data", x.shape[0], subsample_size=50) as rows:
+        pyro.sample("y", dist.Normal((x[rows] * weight).sum(-1), 0.5), obs=None if y is None else y[rows])
+
+
+def test_a_model_that_subsamples_itself_is_scored_on_every_row(device):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, 2, generator=generator)
+    y = (x * torch.tensor([1.0, -2.0])).sum(-1) + 0.5 * torch.randn(1000, generator=generator)
+    tables = [zoo.compare(model, data=(x.to(device), y.to(device)), guides=["auto_mvn"], steps=300, lr=0.1, seed=0,
+                          progress=False, draw_figures=False).table.iloc[0]
+              for model in (regression, self_subsampled_regression)]
+    full, subsampled = tables
+    assert subsampled["test_lpd"] == pytest.approx(full["test_lpd"], abs=0.01)  # 200 rows, not 50 over 200
+    assert subsampled["elbo"] == pytest.approx(full["elbo"], abs=1.5)  # the whole data's ELBO, not a minibatch's
+    assert subsampled["pareto_k"] < 0.7 and subsampled["rmse"] == pytest.approx(full["rmse"], rel=0.01)
+    with pyro.plate("data", 10, subsample_size=4) as rows:  # the plate is left as it was
+        assert len(rows) == 4
+
+
+def test_a_model_that_enumerates_is_compared_with_its_sites_summed_out(device):
+    """A two-component mixture with known locations and weight p ~ Beta(1, 1): the ELBO and k̂ come from
+    importance weights with the assignments summed out, checked against log p(x) by quadrature over p."""
+    generator = torch.Generator().manual_seed(0)
+    assignment = torch.rand(300, generator=generator) < 0.3
+    y = (torch.where(assignment, 3.0, -1.0) + torch.randn(300, generator=generator)).to(device)
+
+    @pyro.infer.config_enumerate
+    def mixture(y):
+        p = pyro.sample("p", dist.Beta(y.new_ones(()), y.new_ones(())))
+        with pyro.plate("data", y.shape[0]):
+            z = pyro.sample("z", dist.Bernoulli(p))
+            pyro.sample("y", dist.Normal(y.new_tensor([-1.0, 3.0])[z.long()], 1.0), obs=y)
+
+    comparison = zoo.compare(mixture, data=(y,), guides=["auto_normal"], steps=600, lr=0.05, seed=0,
+                             progress=False, draw_figures=False)
+    row = comparison.table.iloc[0]
+    (train,) = comparison.fits["auto_normal"].args
+    grid = torch.linspace(1e-4, 1 - 1e-4, 20001, dtype=torch.float64)
+    low, high = (dist.Normal(location, 1.0).log_prob(train.double().cpu()) for location in (-1.0, 3.0))
+    log_joint = torch.logaddexp(torch.log1p(-grid)[:, None] + low, grid.log()[:, None] + high).sum(1)
+    log_evidence = float(torch.logsumexp(log_joint, 0) + torch.log(grid[1] - grid[0]))
+    posterior = torch.softmax(log_joint, 0)
+    assert row["status"] == "ok" and row["elbo_kind"] == "enum"
+    assert log_evidence - 0.1 < row["elbo"] < log_evidence + 0.01  # a bound, and a tight one for this posterior
+    assert row["pareto_k"] < 0.5
+    draws = comparison.fits["auto_normal"].sample_posterior(4000)
+    assert set(draws) == {"p"} and float(draws["p"].mean()) == pytest.approx(float((posterior * grid).sum()), abs=0.005)

@@ -125,6 +125,34 @@ def model_enumerated_elbo(model_trace, guide_trace):
     return elbo - guide_trace.log_prob_sum()
 
 
+#: the name Pyro gives the plate of vectorised particles
+PARTICLES = "num_particles_vectorized"
+
+
+def enumerated_log_weights(model_trace, guide_trace) -> torch.Tensor:
+    """Each vectorised particle's log p(x, θ) − log q(θ) with the model's enumerated sites summed out: the
+    importance weights of a model that enumerates, whose sum over particles is :func:`model_enumerated_elbo`."""
+    costs, enumerated_factors, _, sum_dims, scale = _compute_model_factors(model_trace, guide_trace)
+    symbol = guide_trace.plate_to_symbol[PARTICLES]  # an ordinal is the set of its plates' symbols
+    total = sum(_per_particle(term, symbol) for terms in costs.values() for term in terms)
+    if enumerated_factors:
+        contracted = contract_to_tensor(enumerated_factors, sum_dims, target_ordinal=frozenset({symbol}))
+        total = total + scale * _per_particle(contracted, symbol)
+    for site in guide_trace.nodes.values():
+        if site["type"] == "sample" and not site_is_subsample(site):
+            total = total - _per_particle(site["packed"]["log_prob"], symbol)
+    return total
+
+
+def _per_particle(packed: torch.Tensor, symbol: str) -> torch.Tensor:
+    """A packed tensor summed over every dimension but the particles' (all of them if it has none)."""
+    dims = getattr(packed, "_pyro_dims", "")
+    if symbol not in dims:
+        return packed.sum()
+    others = [dim for dim in range(packed.dim()) if dim != dims.index(symbol)]
+    return packed.sum(others) if others else packed  # (sum over [] would sum over everything)
+
+
 def negative_free_energy(model_trace, guide_trace):
     """The mean-field ELBO of one particle: observed log-likelihood minus KL(q‖p) per latent site
     (closed form where torch registers it, a one-draw estimate otherwise), minus auxiliary guide entropy."""

@@ -17,7 +17,7 @@ from ..errors import ZooError
 from .batches import EpochBatches
 from .checkpoints import Checkpoints
 from .distributed import rank_seed
-from .result import FitResult, model_trace
+from .result import FitResult, is_enumerated, model_trace
 from .settings import FitSettings
 from .step import SVIStep, run_steps
 
@@ -86,10 +86,6 @@ def seeded(seed: Optional[int]):
         set_rng_state(state)
         if cuda_state is not None:
             torch.cuda.set_rng_state_all(cuda_state)
-
-
-def is_enumerated(msg) -> bool:
-    return msg["type"] == "sample" and msg["infer"].get("enumerate") == "parallel"
 
 
 def with_enumeration(settings: FitSettings, model, args) -> FitSettings:

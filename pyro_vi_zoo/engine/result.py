@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import pyro
 import torch
+from pyro.poutine.subsample_messenger import SubsampleMessenger
 from pyro.poutine.util import site_is_subsample
 
 from .settings import FitSettings
@@ -43,9 +44,12 @@ class FitResult:
         if self.score_model is None:
             self.score_model = self.model
 
+    @contextlib.contextmanager
     def activate(self):
-        """Make this fit's parameters the ones Pyro sees (module-local and param-store scoped)."""
-        return parameter_scope(self.param_state, self.module_local)
+        """Make this fit's parameters the ones Pyro sees (module-local and param-store scoped), for evaluation:
+        a plate that draws its own minibatch takes every row (scores and draws cover the whole data set)."""
+        with parameter_scope(self.param_state, self.module_local), every_row():
+            yield
 
     @property
     def steps_per_second(self) -> float:
@@ -73,7 +77,7 @@ class FitResult:
         sites = list(sites) if sites is not None else list(shapes)
         with self.activate(), torch.no_grad():
             trace = pyro.poutine.trace(self._vectorized(self.guide, num_samples)).get_trace(*self.args)
-        return {site: trace.nodes[site]["value"].reshape((num_samples,) + shapes[site]) for site in sites}
+        return {site: trace.nodes[site]["value"].detach().reshape((num_samples,) + shapes[site]) for site in sites}
 
     def to_inference_data(self, num_samples: int = 1000, sites=None, predictive: bool = True):
         """Guide draws as an ArviZ ``InferenceData`` (one chain): ``posterior`` holds ``sites`` (default:
@@ -118,6 +122,28 @@ class FitResult:
 
 
 @contextlib.contextmanager
+def every_row():
+    """Inside, a plate that draws its own minibatch (``subsample_size=``) takes all of its rows instead.
+
+    Scores need the whole data set (every held-out row, the full-data ELBO and k̂) while a user's model may
+    fix its minibatch inside. Pyro has no handler for this (a plate checks the rows it is given against the
+    ``subsample_size`` it was built with), so the plate's subsampling helper is swapped for the duration.
+    Rows given explicitly (``subsample=``) are kept.
+    """
+    original = SubsampleMessenger.__dict__["_subsample"]
+
+    def whole(name, size=None, subsample_size=None, subsample=None, use_cuda=None, device=None):
+        return original.__func__(name, size, None if subsample is None else subsample_size, subsample, use_cuda,
+                                 device)
+
+    SubsampleMessenger._subsample = staticmethod(whole)
+    try:
+        yield
+    finally:
+        SubsampleMessenger._subsample = original
+
+
+@contextlib.contextmanager
 def parameter_scope(param_state: Dict[str, Any], module_local: bool = True):
     """Pyro sees the parameters of one fit only: its own param-store state, module-local or not."""
     with pyro.settings.context(module_local_params=module_local):
@@ -140,13 +166,21 @@ def model_trace(model: Callable, args: Tuple, kwargs=None):
         return pyro.poutine.trace(model).get_trace(*args, **(kwargs or {}))
 
 
+def is_enumerated(msg) -> bool:
+    return msg["type"] == "sample" and msg["infer"].get("enumerate") == "parallel"
+
+
+def is_latent(site) -> bool:
+    """A latent sample site that a guide samples: not observed, not a subsample site, not enumerated (the
+    ELBO sums those out)."""
+    return site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site) \
+        and not is_enumerated(site)
+
+
 def latent_site_shapes(model: Callable, args: Tuple, kwargs=None) -> Dict[str, Tuple[int, ...]]:
-    """The model's latent sample sites (not observed, not subsample sites) and their shapes, in trace order."""
-    return {
-        name: tuple(site["value"].shape)
-        for name, site in model_trace(model, args, kwargs).nodes.items()
-        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-    }
+    """The model's latent sites (:func:`is_latent`) and their shapes, in trace order."""
+    return {name: tuple(site["value"].shape)
+            for name, site in model_trace(model, args, kwargs).nodes.items() if is_latent(site)}
 
 
 def latent_sites(model: Callable, args: Tuple, kwargs=None) -> List[str]:

@@ -8,23 +8,34 @@ from typing import Optional, Sequence, Tuple
 
 import pyro
 import torch
+from pyro.infer import TraceEnum_ELBO
 from pyro.infer.autoguide import AutoContinuous, AutoNormal
 from pyro.infer.importance import vectorized_importance_weights
 
-from ..engine.result import FitResult
+from ..engine.elbos import enumerated_log_weights
+from ..engine.result import FitResult, is_enumerated, model_trace
 
 
 def importance_log_weights(result: FitResult, num_particles: int = 1000, chunk_size: int = 250) -> torch.Tensor:
-    """log p(x, z) − log q(z) for ``num_particles`` draws z ~ q, on the training data, in vectorised chunks."""
+    """log p(x, z) − log q(z) for ``num_particles`` draws z ~ q, on the training data, in vectorised chunks;
+    a model's enumerated sites are summed out of p, as the fit's ELBO sums them."""
     chunks = []
     remaining = num_particles
     with result.activate(), torch.no_grad():
+        enumerates = any(is_enumerated(site) for site in model_trace(result.score_model, result.args).nodes.values())
         while remaining > 0:
             size = min(chunk_size, remaining)
-            log_weights, _, _ = vectorized_importance_weights(
-                result.score_model, result.guide, *result.args, num_samples=size,
-                max_plate_nesting=result.max_plate_nesting, normalized=False,
-            )
+            if enumerates:
+                elbo = TraceEnum_ELBO(num_particles=size, vectorize_particles=True,
+                                      max_plate_nesting=result.max_plate_nesting)
+                with pyro.validation_enabled(False):
+                    (model, guide), = elbo._get_traces(result.score_model, result.guide, result.args, {})
+                log_weights = enumerated_log_weights(model, guide)
+            else:
+                log_weights, _, _ = vectorized_importance_weights(
+                    result.score_model, result.guide, *result.args, num_samples=size,
+                    max_plate_nesting=result.max_plate_nesting, normalized=False,
+                )
             chunks.append(log_weights.reshape(-1).detach())
             remaining -= size
     return torch.cat(chunks)
