@@ -19,9 +19,8 @@ import torch
 from .runner import compare
 from .devices import DEVICE_HELP, device_name
 from .engine import distributed
-from .engine.capture import CaptureFallback
 from .engine.settings import DEFAULTS, ELBO_NAMES, OPTIMIZERS
-from .errors import ZooError
+from .errors import Note, ZooError
 from .family import Option
 from .guides.auto import GUIDES
 from .registry import all_families, get_family
@@ -47,12 +46,13 @@ def _defaults_text(setting: str) -> str:
     return f"default: {full}" + (f"; with --fast: {fast}" if fast else "")
 
 
-def build_parser(family=None) -> argparse.ArgumentParser:
+def build_parser(family=None, add_help: bool = True) -> argparse.ArgumentParser:
     """The parser; with a ``family`` its own options carry their types, choices and defaults, and other
     models' flags are accepted only to be refused with a clear line (``--hidden`` does not apply to gmm)."""
     parser = argparse.ArgumentParser(
         prog="python -m pyro_vi_zoo.fit",
         description="Fit a zoo model with several variational guides and compare their posteriors.",
+        add_help=add_help,
     )
     setting = lambda name, text: f"{text} ({_defaults_text(name)})"
     parser.add_argument("model", nargs="?", help="model name (see --list)")
@@ -115,11 +115,14 @@ def build_parser(family=None) -> argparse.ArgumentParser:
 
 
 def family_named_in(argv) -> Optional[object]:
-    """The family named by the first positional argument, so that its own options can be parsed."""
-    peek = argparse.ArgumentParser(add_help=False)
-    peek.add_argument("model", nargs="?")
-    peek.add_argument("--list", action="store_true")
-    known, _ = peek.parse_known_args(argv)
+    """The family named by the positional argument (options that take a value may come first), so that its
+    own options can be parsed; ``None`` where the command line names none or is wrong (the full parse says so)."""
+    peek = build_parser(add_help=False)
+    peek.exit_on_error = False
+    try:
+        known, _ = peek.parse_known_args(argv)
+    except (argparse.ArgumentError, ZooError):
+        return None
     return get_family(known.model) if known.model and not known.list else None
 
 
@@ -212,12 +215,13 @@ def run(argv: Optional[List[str]] = None) -> int:
 
 
 def _one_line_notes(show=warnings.showwarning):
-    """``warnings.showwarning`` for the command line: why a step runs eagerly instead of captured is one
-    line of news, once per reason, not a warning with source code; other warnings as usual."""
+    """``warnings.showwarning`` for the command line: a :class:`~pyro_vi_zoo.errors.Note` (why a step runs
+    eagerly instead of captured, a data column left out) is one line of news, once per message, not a warning
+    with source code; other warnings as usual."""
     said = set()
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
-        if not issubclass(category, CaptureFallback):
+        if not issubclass(category, Note):
             show(message, category, filename, lineno, file, line)
         elif str(message) not in said:
             said.add(str(message))
@@ -238,6 +242,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except distributed.DistributedError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before any guide finished (loading data, a reference); the runner keeps rows after
+        print("interrupted: no guide had finished", file=sys.stderr)
+        return 130
     finally:
         distributed.shutdown()
 

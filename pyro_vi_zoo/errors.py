@@ -13,12 +13,21 @@ class DataError(ZooError):
     """A data set that is missing, corrupt, mis-shaped or holds non-finite values."""
 
 
+class Note(UserWarning):
+    """Something the user should know that changes nothing they asked for (the command line prints one line)."""
+
+
 class DivergenceError(RuntimeError):
     """The SVI loss became non-finite; ``step`` is the first step where it did."""
 
     def __init__(self, step, message):
         super().__init__(message)
         self.step = step
+
+
+class FitFailure(RuntimeError):
+    """A fit that ran but could not produce its guide (a Laplace approximation without a mode); the message
+    says why and what to change."""
 
 
 def first_line(error: BaseException) -> str:

@@ -28,7 +28,7 @@ from .engine.capture import may_record
 from .engine.checkpoints import Checkpoints
 from .engine.fit import seeded
 from .engine.result import is_enumerated, is_latent, model_trace
-from .errors import DivergenceError, ZooError, first_line
+from .errors import DivergenceError, FitFailure, ZooError, first_line
 from .family import Family, Setup
 from .guides.auto import AUTO_GUIDES
 from .registry import get_family
@@ -352,7 +352,11 @@ def _resumed_rows(run_dir: Path, config: Dict[str, Any]) -> List[Dict[str, Any]]
     if not path.is_file():
         raise ZooError(f"--resume {os.fspath(run_dir)!r} is not a run folder (no settings.json); pass the folder "
                        "an interrupted run printed as 'results:'.")
-    stored = json.loads(path.read_text())
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ZooError(f"--resume {os.fspath(run_dir)!r}: its settings.json cannot be read ({first_line(error)}); "
+                       "the folder is damaged: start a new run.") from None
     new = json.loads(json.dumps(config, default=str))
     differing = sorted(key for key in set(stored) | set(new) if key not in RESUMABLE_CHANGES and stored.get(key) != new.get(key))
     if differing:
@@ -361,8 +365,12 @@ def _resumed_rows(run_dir: Path, config: Dict[str, Any]) -> List[Dict[str, Any]]
     results = run_dir / "results.csv"
     if not results.is_file():
         return []
-    table = pd.read_csv(results)
-    return table[table["status"] == "ok"].to_dict("records")
+    try:
+        table = pd.read_csv(results)
+        return table[table["status"] == "ok"].to_dict("records")
+    except (OSError, ValueError, KeyError, pd.errors.ParserError) as error:  # EmptyDataError is a ValueError
+        raise ZooError(f"--resume {os.fspath(run_dir)!r}: its results.csv cannot be read ({first_line(error)}); "
+                       "move it aside to fit every guide again, or start a new run.") from None
 
 
 def _run_row(row, family, setup, dataset, settings, reference, sites, budget, result,
@@ -377,6 +385,12 @@ def _run_row(row, family, setup, dataset, settings, reference, sites, budget, re
     except DivergenceError as error:
         print(f"{family.name}/{row.name} diverged: {error}", file=sys.stderr)
         return {"guide": row.name, "status": "diverged", "error": str(error)}
+    except ZooError:  # bad input stops the run with its one line
+        raise
+    except Exception as error:  # one guide's failure is its row's, not the comparison's: the others run
+        reason = str(error) if isinstance(error, FitFailure) else first_line(error)
+        print(f"{family.name}/{row.name} failed: {reason}", file=sys.stderr)
+        return {"guide": row.name, "status": "failed", "error": reason}
     result.fits[row.name] = fitted
     scores = family.scoring.score(fitted, dataset, reference, sites, budget, result.draws)
     return {"guide": row.name, "status": "ok", **scores}

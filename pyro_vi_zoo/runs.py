@@ -29,6 +29,15 @@ def make_run_dir(root, model_name: str) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def atomic_write(path, write: Callable[[str], Any]) -> Path:
     """Call ``write(temporary_path)``, then rename the temporary file to ``path``."""
     path = Path(path)
@@ -37,6 +46,7 @@ def atomic_write(path, write: Callable[[str], Any]) -> Path:
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes it private; the result is an ordinary file
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

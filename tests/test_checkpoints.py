@@ -64,3 +64,18 @@ def test_resuming_with_other_settings_or_a_non_run_folder_is_one_clear_line(prob
         zoo.compare(family, resume=run_dir, **{**SETTINGS, "epochs": 2})
     with pytest.raises(ZooError, match="is not a run folder \\(no settings.json\\)"):
         zoo.compare(family, resume=tmp_path, **SETTINGS)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda run_dir: (run_dir / "settings.json").write_text('{"model": "pp'), "its settings.json cannot be read"),
+    (lambda run_dir: (run_dir / "results.csv").write_text(""), "its results.csv cannot be read"),
+    (lambda run_dir: (run_dir / "results.csv").write_text("a,b\n1,2\n"), r"its results.csv cannot be read \(KeyError"),
+])
+def test_resuming_a_damaged_run_folder_is_one_clear_line(problem, tmp_path, damage, message):
+    weight, bias, x, _ = problem
+    family = ppca_family(weight, bias, x)
+    zoo.compare(family, out=tmp_path, **{**SETTINGS, "epochs": 1})
+    run_dir = only_run(tmp_path)
+    damage(run_dir)
+    with pytest.raises(ZooError, match=message):
+        zoo.compare(family, resume=run_dir, **{**SETTINGS, "epochs": 1})

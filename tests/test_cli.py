@@ -2,6 +2,7 @@
 Ctrl-C keeps finished rows, and a coverage test fails when a flag gains no test (Pyro examples' habit)."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -100,6 +101,54 @@ def test_bad_input_exits_2_with_one_clear_line(argv, message, capsys, tmp_path):
     assert run_cli(*argv, "--out", tmp_path, "--fast", "--no-progress") == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and re.search(message, error), error
+
+
+def test_options_that_take_a_value_may_come_before_the_model(tmp_path, capsys):
+    assert run_cli("--out", tmp_path, "--seed", "3", "bayes_regression", "--guide", "mean_field", "--fast",
+                   "--no-progress") == 0
+    run_dir = only_run_dir(tmp_path)
+    assert pd.read_csv(run_dir / "results.csv")["seed"].iloc[0] == 3
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (run_dir / "results.csv", run_dir / "settings.json", run_dir / "elbo_traces.png"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path  # an ordinary file, not mkstemp's private one
+
+
+def test_a_guide_that_fails_fails_its_row_and_the_others_run(tmp_path, monkeypatch, capsys):
+    real, calls = runner.fit_choice, []
+
+    def second_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("an unexpected failure\nwith more lines")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "fit_choice", second_fails)
+    assert run_cli("bayes_regression", "--guide", "mean_field", "--guide", "auto_normal", "--guide", "auto_delta",
+                   "--fast", "--out", tmp_path, "--no-progress") == 0
+    run_dir = only_run_dir(tmp_path)
+    table = pd.read_csv(run_dir / "results.csv")
+    assert list(table["status"]) == ["ok", "failed", "ok"]
+    assert table["error"].iloc[1] == "RuntimeError: an unexpected failure"
+    assert "bayes_regression/auto_normal failed: RuntimeError: an unexpected failure" in capsys.readouterr().err
+    assert (run_dir / "elbo_traces.png").exists() and (run_dir / "parameters" / "auto_delta.pt").exists()
+
+
+def test_a_laplace_fit_without_a_mode_says_so(tmp_path, capsys):
+    assert run_cli("gmm", "--guide", "auto_laplace", "--steps", "5", "--fast", "--out", tmp_path,
+                   "--no-progress") == 1
+    error = capsys.readouterr().err
+    assert "gmm/auto_laplace failed: the Laplace approximation needs a positive-definite Hessian" in error
+    assert "error: no guide finished (auto_laplace: failed)" in error
+
+
+def test_ctrl_c_before_any_guide_finished_is_one_line(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "prepare", interrupted)
+    assert run_cli("bayes_regression", "--fast", "--out", tmp_path, "--no-progress") == 130
+    assert capsys.readouterr().err.strip() == "interrupted: no guide had finished"
 
 
 def test_cuda_without_cuda_exits_2(capsys, tmp_path):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from pyro_vi_zoo import DataError, load_dataset
+from pyro_vi_zoo.errors import Note
 from pyro_vi_zoo.data.regression import CUBIC_NOISE_SCALE, FeatureMap, cubic_arrays, regression_dataset
 
 
@@ -34,8 +35,9 @@ def test_user_arrays_and_csv(tmp_path):
     assert dataset.train[0].shape == (40, 2) and dataset.test[0].shape == (10, 2)
     path = tmp_path / "table.csv"
     path.write_text("a,b,name,target\n" + "\n".join(f"{i},{2 * i},row{i},{i % 3}" for i in range(20)))
-    dataset = load_dataset("bayes_regression", str(path), target="target", features="linear")
-    assert dataset.train[0].shape == (16, 2)  # the text column is left out
+    with pytest.warns(Note, match=r"left out the text column\(s\) 'name' of .*table.csv"):
+        dataset = load_dataset("bayes_regression", str(path), target="target", features="linear")
+    assert dataset.train[0].shape == (16, 2)  # the text column is left out, and says so
     assert dataset.feature_names == ("a", "b")
 
 
@@ -65,6 +67,16 @@ def test_bad_csv_files_name_the_problem(tmp_path):
         load_dataset("bayes_regression", str(path), target="z")
     with pytest.raises(DataError, match="name the target column with --target"):
         load_dataset("bayes_regression", str(path))
+    typo = tmp_path / "typo.csv"
+    typo.write_text("a,b,y\n1,2,3\n4,abc,6\n7,8,9\n")
+    with pytest.raises(DataError, match="feature column 'b' of .* is not numeric: row 2 holds 'abc'"):
+        load_dataset("bayes_regression", str(typo), target="y")
+    header = tmp_path / "header.csv"
+    header.write_text("a,y\n")
+    with pytest.raises(DataError, match="has a header but no rows"):
+        load_dataset("bayes_regression", str(header), target="y")
+    with pytest.raises(DataError, match="is a folder; this model reads one CSV file"):
+        load_dataset("bayes_regression", str(tmp_path), target="y")
     corrupt = tmp_path / "corrupt.csv"
     corrupt.write_bytes(b"\x00\xff\xfe garbage")
     with pytest.raises(DataError):

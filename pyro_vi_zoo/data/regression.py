@@ -7,13 +7,14 @@ The two cubic terms are the reference data's own formula (it reduces to
 """
 
 import os
+import warnings
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, Note
 from .dataset import Dataset, as_float_array, random_split
 
 CUBIC_NOISE_SCALE = 1.5
@@ -149,6 +150,8 @@ def read_csv_table(path: str, target: Optional[str], feature_columns: Optional[S
     """Numeric feature columns and one target column of a CSV file, as ``(x, y, feature_names)``."""
     import pandas as pd
 
+    if os.path.isdir(path):
+        raise DataError(f"--data {path!r} is a folder; this model reads one CSV file: pass its path.")
     if not os.path.isfile(path):
         raise DataError(f"data file {path!r} does not exist; check the path given to --data.")
     try:
@@ -159,10 +162,24 @@ def read_csv_table(path: str, target: Optional[str], feature_columns: Optional[S
         raise DataError(f"name the target column with --target (columns: {', '.join(map(str, table.columns))}).")
     if target not in table.columns:
         raise DataError(f"target column {target!r} is not in {path!r}; its columns are: {', '.join(map(str, table.columns))}.")
+    if table.empty:
+        raise DataError(f"{path!r} has a header but no rows; pass a file with one example per row.")
     names = list(feature_columns) if feature_columns else [c for c in table.columns if c != target]
-    numeric = [c for c in names if pd.api.types.is_numeric_dtype(table[c])]
+    text = []
+    for column in names:
+        if pd.api.types.is_numeric_dtype(table[column]) or pd.api.types.is_bool_dtype(table[column]):
+            continue
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        if numbers.notna().any():  # mostly numbers: a typo, not a column of names
+            row = int((numbers.isna() & table[column].notna()).to_numpy().argmax())
+            raise DataError(f"feature column {column!r} of {path!r} is not numeric: row {row + 1} holds "
+                            f"{table[column].iloc[row]!r}; correct it, or remove the column.")
+        text.append(column)
+    if text:
+        warnings.warn(f"left out the text column(s) {', '.join(map(repr, text))} of {path!r} (no numbers in them)", Note)
+    numeric = [column for column in names if column not in text]
     if not numeric:
         raise DataError(f"{path!r} has no numeric feature columns besides {target!r}.")
-    x = as_float_array(table[numeric].to_numpy(), f"feature columns of {path!r}", ndim=2)
+    x = as_float_array(table[numeric].to_numpy(dtype=float), f"feature columns of {path!r}", ndim=2)
     y = as_float_array(table[target].to_numpy(), f"target column {target!r} of {path!r}", ndim=1)
     return x, y, numeric

@@ -20,7 +20,7 @@ import pyro
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ..errors import ZooError
+from ..errors import Note, ZooError
 
 CAPTURE_CHOICES = ("auto", "on", "off")
 CAPTURABLE_ELBOS = ("trace", "meanfield", "enum", "stl", "score", "iwae", "iwae_dreg")
@@ -29,7 +29,7 @@ WARMUP_STEPS = 3
 _LIBRARIES = tuple(os.path.dirname(module.__file__) for module in (torch, pyro)) + (__file__,)
 
 
-class CaptureFallback(UserWarning):
+class CaptureFallback(Note):
     """The step runs eagerly instead of as a CUDA graph; the message says why."""
 
 

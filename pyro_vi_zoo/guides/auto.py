@@ -14,7 +14,7 @@ from typing import Callable, Optional
 from pyro.infer import autoguide
 from pyro.infer.autoguide.initialization import init_to_mean, init_to_median
 
-from ..errors import ZooError
+from ..errors import FitFailure, ZooError
 from .flows import AutoAffineIAF
 
 
@@ -30,7 +30,14 @@ class GuideInfo:
 
 
 def _laplace(guide, *args, **kwargs):
-    return guide.laplace_approximation(*args, **kwargs)
+    try:
+        return guide.laplace_approximation(*args, **kwargs)
+    except RuntimeError as error:  # torch.linalg.LinAlgError among them
+        if "positive-definite" not in str(error):
+            raise
+        raise FitFailure("the Laplace approximation needs a positive-definite Hessian of -log p at the fitted "
+                         "point, and this one is not: the MAP fit has not reached a mode (give it more --steps "
+                         "or a smaller --lr), or the posterior has no mode there.") from None
 
 
 _PRIOR_MEAN = init_to_mean(fallback=init_to_median(num_samples=15))
