@@ -130,10 +130,10 @@ def list_text() -> str:
     lines = ["models:"]
     for family in all_families().values():
         lines.append(f"  {family.name:18s} {family.description}")
-        lines.append(f"  {'':18s} guides: {', '.join(family.row_names)}")
+        lines.append(f"  {'':18s} guides (the default rows): {', '.join(family.row_names)}")
         if family.options:
             lines.append(f"  {'':18s} options: {', '.join(o.flag for o in family.options)}")
-    lines.append("guides:")
+    lines.append("guides (--guide NAME; any auto guide fits any model whose latents it can cover):")
     lines += [f"  {info.name:18s} {info.description}" for info in GUIDES.values()]
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ run keeps the rows of the guides that finished.
 
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -312,6 +313,19 @@ def _compare(family, guides, data, settings, data_options, model_options, out, f
             write_json(run_dir / "settings.json", config)
         run_dir = replicas.broadcast_object(run_dir)
     writes = run_dir is not None and replicas.is_main
+    try:
+        return _run_rows(family, rows, dataset, setup, settings, config, finished, run_dir, writes, budget,
+                         fast, draw_figures, arviz)
+    except ZooError:  # bad input found once the folder was made: leave no folder that holds only settings.json
+        if writes and resume is None and [path.name for path in run_dir.iterdir()] == ["settings.json"]:
+            shutil.rmtree(run_dir)
+        raise
+
+
+def _run_rows(family, rows, dataset, setup, settings, config, finished, run_dir, writes, budget, fast,
+              draw_figures, arviz) -> "Comparison":
+    """Fit and score every row, writing the table, parameters and figures into ``run_dir`` as rows finish."""
+    replicas = distributed.world()
     reference = None
     if family.scoring.reference is not None:
         reference = family.scoring.reference(dataset, setup, fast=fast, progress=settings.progress)

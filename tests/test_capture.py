@@ -24,6 +24,7 @@ def test_capture_on_without_cuda_exits_2_with_one_line(capsys, tmp_path):
     assert main(["bayes_regression", "--capture", "on", "--device", "cpu", "--fast", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "--capture on records the step as a CUDA graph, but this fit runs on cpu" in error
+    assert not list(tmp_path.rglob("settings.json"))  # no run folder is left that holds nothing else
 
 
 def test_auto_records_on_cuda_only_and_refuses_elbos_and_checks_that_read_back_to_the_host():

@@ -198,6 +198,10 @@ def test_load_ratings_reads_a_local_folder_or_its_ml_100k_subfolder(folder, tmp_
     shutil.copytree(folder, tmp_path / "outer" / "ml-100k")
     assert load_ratings("movielens-100k", data_dir=tmp_path / "outer").num_train_ratings == len(TRAIN)
     assert load_ratings("generated", orientation="user").orientation == "user"
+    write_lines(folder / "u1.base", TRAIN + ["7\t5\t-3\t881250958"])  # a damaged file: MovieLens has 1..5 stars
+    with pytest.raises(DataError, match="outside .*1..5"):
+        load_ratings("movielens-100k", data_dir=folder)
+    assert read_movielens_100k(folder).rating_min == -3  # the format reader takes the scale from the files
 
 
 def sha256(path):

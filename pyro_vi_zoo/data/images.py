@@ -261,12 +261,12 @@ def read_mnist(folder, *, binarization: str = "dynamic", seed: int = 0, num_trai
     )
 
 
-def _find_file(folder: Path, stem: str) -> Path:
+def _find_file(folder: Path, stem: str, data_set: str = "all four MNIST IDX files") -> Path:
     for path in (folder / f"{stem}.gz", folder / stem):
         if path.is_file():
             return path
-    raise DataError(f"missing file {folder / (stem + '.gz')} (nor {folder / stem}); put all four MNIST IDX files "
-                    "in that folder, or omit data_dir to download them.")
+    raise DataError(f"missing file {folder / (stem + '.gz')} (nor {folder / stem}); put {data_set} in that "
+                    "folder, or leave out the folder (--data-dir; data_dir from Python) to download them.")
 
 
 def _read_idx(path: Path, is_images: bool, checksums: Dict[str, str]) -> np.ndarray:
@@ -312,7 +312,7 @@ def read_binarized_mnist(folder, *, num_train: Optional[int] = None, num_test: O
     folder = _existing_folder(folder, "binarized MNIST", "binarized_mnist_train.amat.gz, "
                               "binarized_mnist_valid.amat.gz and binarized_mnist_test.amat.gz")
     checksums = checksums or {}
-    splits = {split: _read_amat(_find_file(folder, f"binarized_mnist_{split}.amat"), checksums.get(split))
+    splits = {split: _read_amat(_find_file(folder, f"binarized_mnist_{split}.amat", "the three binarized_mnist_*.amat files"), checksums.get(split))
               for split in BINARIZED_MNIST_SPLITS}
     train = np.concatenate([splits["train"], splits["valid"]])[:num_train]
     return images_from_arrays(train, splits["test"][:num_test], binarization="fixed", name="binarized-mnist")
@@ -390,7 +390,8 @@ def _gunzip(raw: bytes, path: Path) -> bytes:
 
 
 LOCAL_FILE_FIX = ("the file is corrupt or not the original. Delete it (a cached download is fetched again) or "
-                  "replace it with a good copy; for another data set in the same format pass verify=False.")
+                  "replace it with a good copy; for another data set in the same format, pass its folder as --data "
+                  "(verify=False from Python), which checks no checksums.")
 
 
 def _check_sha256(data: bytes, expected: Optional[str], what, fix: str = LOCAL_FILE_FIX) -> None:
@@ -471,8 +472,8 @@ def load_images(dataset="synthetic", data_dir=None, *, binarization: Optional[st
         return images_from_arrays(dataset, binarization=binarization or "dynamic", seed=seed)
     if dataset == "synthetic":
         if data_dir is not None:
-            raise DataError("synthetic images are made in code and read no files; drop data_dir, "
-                            "or pass dataset='mnist' or 'binarized-mnist'.")
+            raise DataError("synthetic images are made in code and read no files; drop --data-dir (data_dir), "
+                            "or choose --dataset mnist or binarized-mnist.")
         return synthetic_images(2000 if num_train is None else num_train, 500 if num_test is None else num_test,
                                 seed, binarization or "dynamic")
     if dataset == "mnist":

@@ -361,6 +361,10 @@ def _parse_line(text: str, separator: Optional[str], path: Path, number: int) ->
     return user, item, rating
 
 
+#: MovieLens' stars
+MOVIELENS_SCALE = (1.0, 5.0)
+
+
 def read_movielens_100k(folder, split: str = "u1", *, orientation: str = "item",
                         rating_scale: Optional[Tuple[float, float]] = None) -> RatingsDataset:
     """Split ``split`` (``u1``..``u5``, ``ua``, ``ub``) of a folder in the MovieLens 100K format.
@@ -390,8 +394,9 @@ def read_movielens_1m(folder, seed: int = 0, test_fraction: float = 0.1, *, orie
 def _existing_folder(folder) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"data folder {folder} does not exist; pass --data-dir with the folder that holds the "
-                        "MovieLens files (uN.base/uN.test for 100K, ratings.dat for 1M).")
+        what = "is a file, not a folder" if folder.is_file() else "does not exist"
+        raise DataError(f"data folder {folder} {what}; pass the folder that holds the MovieLens files "
+                        "(uN.base/uN.test for 100K, ratings.dat for 1M).")
     return folder
 
 
@@ -525,8 +530,10 @@ def load_ratings(dataset: str = "generated", data_dir=None, *, split: str = "u1"
     ``ml-1m/`` inside it) or, when ``None``, from the cache, downloading it once
     (:func:`download_movielens`). ``split`` picks the MovieLens 100K split; ``seed``
     the random split of 1M (and of the generated data); ``test_fraction`` defaults
-    to 0.1 for 1M (the paper) and 0.2 for the generated data. ``fetch(url, path)``
-    replaces the network (tests).
+    to 0.1 for 1M (the paper) and 0.2 for the generated data. MovieLens ratings are
+    checked against its 1..5 stars unless ``rating_scale`` says otherwise (the format
+    readers, :func:`read_movielens_100k`, take the scale from the files). ``fetch(url,
+    path)`` replaces the network (tests).
     """
     _check_orientation(orientation)
     if dataset == "generated":
@@ -541,6 +548,7 @@ def load_ratings(dataset: str = "generated", data_dir=None, *, split: str = "u1"
         raise DataError(f"unknown split {split!r}; MovieLens 100K splits are {', '.join(MOVIELENS_100K_SPLITS)}.")
     key_file = f"{split}.base" if dataset == "movielens-100k" else "ratings.dat"
     folder = movielens_folder(dataset, key_file, data_dir, cache_dir, fetch)
+    rating_scale = MOVIELENS_SCALE if rating_scale is None else rating_scale  # a rating outside it: a damaged file
     if dataset == "movielens-100k":
         return read_movielens_100k(folder, split, orientation=orientation, rating_scale=rating_scale)
     return read_movielens_1m(folder, seed, 0.1 if test_fraction is None else test_fraction, orientation=orientation,

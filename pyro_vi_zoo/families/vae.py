@@ -527,10 +527,9 @@ def latent_space_figure(draws, labels: Optional[np.ndarray], max_panels: int = 6
         means = draws[name]["z_mean"].double().numpy()
         points, kind = (means, "z") if means.shape[1] <= 2 else (_principal_components(means), "PC")
         points = points if points.shape[1] == 2 else np.column_stack([points[:, 0], np.zeros(len(points))])
-        colours = labels if labels is not None else "tab:blue"
-        # tab10 over -0.5..9.5: class c gets the c-th colour
-        scatter = axis.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", vmin=-0.5, vmax=9.5, s=6,
-                               alpha=0.8)
+        # tab10 over -0.5..9.5: class c gets the c-th colour; without labels one colour, no colour map
+        colours = dict(c=labels, cmap="tab10", vmin=-0.5, vmax=9.5) if labels is not None else dict(color="tab:blue")
+        scatter = axis.scatter(points[:, 0], points[:, 1], s=6, alpha=0.8, **colours)
         axis.set_title(name)
         axis.set_xlabel(f"{kind} 1")
         axis.set_ylabel(f"{kind} 2")
