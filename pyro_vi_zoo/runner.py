@@ -149,11 +149,11 @@ def resolve_rows(family: Family, guides) -> List:
 
 
 def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, settings: FitSettings,
-               checkpoint_dir: Optional[Path] = None) -> FitResult:
+               checkpoint_dir: Optional[Path] = None, restore: Optional[Dict[str, Any]] = None) -> FitResult:
     """Fit one guide on a prepared data set (the engine, with the setup's keywords or minibatch epochs).
 
     With ``checkpoint_dir``, a fit trained by epochs (one start) writes a checkpoint there after every
-    epoch and resumes from one it finds."""
+    epoch and resumes from one it finds. ``restore`` rebuilds a finished fit from its saved state instead."""
     settings = settings.replace(**choice.settings) if choice.settings else settings
     if settings.elbo == "stl" and not choice.has_density:
         raise ZooError(f"--elbo stl needs a guide with a density; {choice.name!r} is a point estimate "
@@ -184,6 +184,7 @@ def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, setti
         max_plate_nesting=setup.max_plate_nesting, model_name=family.name, guide_name=choice.name,
         has_density=choice.has_density, finalize=choice.finalize, score_model=setup.score_model,
         batches=batches or shards, checkpoints=_checkpoints(checkpoint_dir, choice.name, batches, settings),
+        restore=restore,
     )
 
 
@@ -301,11 +302,12 @@ def _compare(family, guides, data, settings, data_options, model_options, out, f
             check_guide_sites(row, setup, dataset)
     config = _configuration(family, dataset, settings, data_options, model_options, setup)
     replicas = distributed.world()
-    finished = []
+    finished, restored = [], []
     if resume is not None:
         run_dir = Path(resume)
         finished = _resumed_rows(run_dir, config)
         done = {record["guide"] for record in finished}
+        restored = [row for row in rows if isinstance(row, GuideChoice) and row.name in done]
         rows = [row for row in rows if (row if isinstance(row, str) else row.name) not in done]
     else:  # rank 0 makes the run folder; every replica learns where it is (checkpoints are read from it)
         run_dir = make_run_dir(out, family.name) if out is not None and replicas.is_main else None
@@ -315,7 +317,7 @@ def _compare(family, guides, data, settings, data_options, model_options, out, f
     writes = run_dir is not None and replicas.is_main
     try:
         return _run_rows(family, rows, dataset, setup, settings, config, finished, run_dir, writes, budget,
-                         fast, draw_figures, arviz)
+                         fast, draw_figures, arviz, restored if draw_figures else [])
     except ZooError:  # bad input found once the folder was made: leave no folder that holds only settings.json
         if writes and resume is None and [path.name for path in run_dir.iterdir()] == ["settings.json"]:
             shutil.rmtree(run_dir)
@@ -323,8 +325,9 @@ def _compare(family, guides, data, settings, data_options, model_options, out, f
 
 
 def _run_rows(family, rows, dataset, setup, settings, config, finished, run_dir, writes, budget, fast,
-              draw_figures, arviz) -> "Comparison":
-    """Fit and score every row, writing the table, parameters and figures into ``run_dir`` as rows finish."""
+              draw_figures, arviz, restored=()) -> "Comparison":
+    """Fit and score every row, writing the table, parameters and figures into ``run_dir`` as rows finish;
+    the ``restored`` rows (finished before a resume) are rebuilt from ``fits/`` for the figures."""
     replicas = distributed.world()
     reference = None
     if family.scoring.reference is not None:
@@ -334,6 +337,13 @@ def _run_rows(family, rows, dataset, setup, settings, config, finished, run_dir,
                         config_columns=tuple(["model"] + list(_flat_config(config))))
     records = list(finished)
     result.table = pd.DataFrame(records)
+    for row in restored:
+        path = run_dir / "fits" / f"{row.name}.pt"
+        if path.is_file():
+            saved = torch.load(path, weights_only=False)
+            result.fits[row.name] = fit_choice(row, family, setup, dataset, settings, restore=saved)
+            if saved.get("draws") is not None:
+                result.draws[row.name] = saved["draws"]
     checkpoint_dir = None if run_dir is None else run_dir / "checkpoints"
     try:
         for row in rows:
@@ -347,6 +357,8 @@ def _run_rows(family, rows, dataset, setup, settings, config, finished, run_dir,
                 write_table(run_dir, result.table)
                 if fitted is not None:
                     atomic_torch_save(fitted.parameters(), run_dir / "parameters" / f"{record['guide']}.pt")
+                    atomic_torch_save({**fitted.saved, "draws": result.draws.get(record["guide"])},
+                                      run_dir / "fits" / f"{record['guide']}.pt")
                     if arviz and sites:
                         write_inference_data(fitted, sites, budget.num_eval_samples,
                                              run_dir / "inference_data" / f"{record['guide']}.nc")

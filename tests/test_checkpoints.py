@@ -79,3 +79,34 @@ def test_resuming_a_damaged_run_folder_is_one_clear_line(problem, tmp_path, dama
     damage(run_dir)
     with pytest.raises(ZooError, match=message):
         zoo.compare(family, resume=run_dir, **{**SETTINGS, "epochs": 1})
+
+
+def test_a_resumed_run_draws_its_figures_with_the_guides_finished_before(tmp_path, monkeypatch):
+    """The rows finished before the interruption are rebuilt from ``fits/`` (no training) for the figures."""
+    from pyro_vi_zoo import runner
+
+    common = dict(guides=["mean_field", "auto_laplace", "auto_normal"], fast=True, seed=0, progress=False,
+                  out=tmp_path)
+    real, calls = runner.fit_choice, []
+
+    def interrupted_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "fit_choice", interrupted_on_third)
+    stopped = zoo.compare("bayes_regression", **common)
+    assert stopped.interrupted and list(stopped.table["guide"]) == ["mean_field", "auto_laplace"]
+    (run_dir,) = (tmp_path / "bayes_regression").iterdir()
+    monkeypatch.setattr(runner, "fit_choice", real)
+    resumed = zoo.compare("bayes_regression", resume=run_dir, **{k: v for k, v in common.items() if k != "out"})
+    assert list(resumed.fits) == ["mean_field", "auto_laplace", "auto_normal"]
+    assert list(resumed.draws) == list(resumed.fits) and set(resumed.figures) >= {"elbo_traces", "marginals"}
+    for name in ("mean_field", "auto_laplace"):  # the same fit: its parameters (Laplace's after its finalize step)
+        before, after = stopped.fits[name], resumed.fits[name]
+        np.testing.assert_array_equal(after.losses, before.losses)
+        assert after.wall_time == before.wall_time
+        expected = before.parameters()
+        assert expected and set(after.parameters()) == set(expected)
+        assert all(torch.equal(value, expected[key]) for key, value in after.parameters().items())

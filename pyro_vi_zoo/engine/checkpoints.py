@@ -35,9 +35,7 @@ class Checkpoints:
         state = {
             "index": next_index,
             "losses": losses[:next_index].detach().cpu(),
-            "params": {name: value.detach().clone() for name, value in step.param_state["params"].items()},
-            "modules": {role: module.state_dict() for role, module in (("model", step.model), ("guide", step.guide))
-                        if isinstance(module, torch.nn.Module)},
+            **fit_state(step),
             "optimizer": step.optimizer.state_dict(),
             "schedule": None if step.schedule is None else step.schedule.state_dict(),
             "order": None if step.feeder is None else step.feeder.order,
@@ -53,11 +51,7 @@ class Checkpoints:
 
     def restore(self, step, losses: torch.Tensor, state: Dict[str, Any]) -> int:
         """Put ``state`` into a freshly built ``step``; returns the index of the next step."""
-        with torch.no_grad():
-            for name, value in state["params"].items():
-                step.param_state["params"][name].copy_(value)
-        for role, module_state in state["modules"].items():
-            getattr(step, role).load_state_dict(module_state)
+        load_fit_state(step, state)
         step.optimizer.load_state_dict(state["optimizer"])
         if step.schedule is not None and state["schedule"] is not None:
             step.schedule.load_state_dict(state["schedule"])
@@ -72,3 +66,21 @@ class Checkpoints:
     def remove(self) -> None:
         if world().is_main:
             self.path.unlink(missing_ok=True)
+
+
+def fit_state(step) -> Dict[str, Any]:
+    """The fitted values of a step's parameters: its param-store entries and its model's and guide's modules."""
+    return {
+        "params": {name: value.detach().clone() for name, value in step.param_state["params"].items()},
+        "modules": {role: module.state_dict() for role, module in (("model", step.model), ("guide", step.guide))
+                    if isinstance(module, torch.nn.Module)},
+    }
+
+
+def load_fit_state(step, state: Dict[str, Any]) -> None:
+    """Put :func:`fit_state`'s values into a freshly built ``step`` (its warm-up call made the parameters)."""
+    with torch.no_grad():
+        for name, value in state["params"].items():
+            step.param_state["params"][name].copy_(value)
+    for role, module_state in state["modules"].items():
+        getattr(step, role).load_state_dict(module_state)

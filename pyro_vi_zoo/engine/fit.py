@@ -15,7 +15,7 @@ from pyro.util import get_rng_state, set_rng_state
 
 from ..errors import ZooError
 from .batches import EpochBatches
-from .checkpoints import Checkpoints
+from .checkpoints import Checkpoints, fit_state, load_fit_state
 from .distributed import rank_seed
 from .result import FitResult, is_enumerated, model_trace
 from .settings import FitSettings
@@ -39,6 +39,7 @@ def fit_guide(
     score_model: Optional[Callable] = None,
     batches: Optional[EpochBatches] = None,
     checkpoints: Optional[Checkpoints] = None,
+    restore: Optional[Dict] = None,
 ) -> FitResult:
     """Fit the guide that ``build_guide()`` makes to ``model(*args, **train_kwargs)`` by SVI.
 
@@ -48,14 +49,21 @@ def fit_guide(
     from it; ``args`` stay the full training data of the result). With
     ``settings.seed`` set the fit is reproducible and the caller's random state is
     restored afterwards. ``checkpoints`` writes the fit's state as it goes and, where a
-    checkpoint exists, resumes from it (one start only: no restarts).
+    checkpoint exists, resumes from it (one start only: no restarts). ``restore`` (a finished fit's
+    :attr:`FitResult.saved`) rebuilds that fit without training: a resumed run redraws its figures.
     """
     with seeded(settings.seed):
         settings = with_enumeration(settings, model, args)
-        start = time.perf_counter()
-        step, losses = _best_start(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting,
-                                   f"{model_name}/{guide_name}", batches, checkpoints)
-        wall_time = time.perf_counter() - start
+        if restore is None:
+            start = time.perf_counter()
+            step, losses = _best_start(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting,
+                                       f"{model_name}/{guide_name}", batches, checkpoints)
+            wall_time = time.perf_counter() - start
+        else:
+            step = _new_step(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting, batches)
+            load_fit_state(step, restore["state"])
+            losses, wall_time = torch.as_tensor(restore["losses"]), float(restore["wall_time"])
+        saved = {"state": fit_state(step), "losses": losses.cpu().numpy(), "wall_time": wall_time}
         guide = step.guide
         if finalize is not None:  # once, so on the data's device whatever torch's default (Pyro's plates take it)
             with step.scope(), torch.device(args[0].device):
@@ -64,7 +72,7 @@ def fit_guide(
         model_name=model_name, guide_name=guide_name, model=model, guide=guide, args=args,
         losses=losses.cpu().numpy(), wall_time=wall_time, device=args[0].device, settings=settings,
         has_density=has_density, max_plate_nesting=max_plate_nesting, score_model=score_model,
-        param_state=step.param_state, module_local=step.module_local,
+        param_state=step.param_state, module_local=step.module_local, saved=saved,
     )
 
 

@@ -39,6 +39,9 @@ class FitResult:
     score_model: Optional[Callable] = None
     param_state: Dict[str, Any] = field(default_factory=lambda: {"params": {}, "constraints": {}})
     module_local: bool = True
+    #: what rebuilds this fit without training (``fit_guide(..., restore=saved)``): the trained parameters
+    #: before any finalize step, the losses and the wall time
+    saved: Optional[Dict[str, Any]] = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.score_model is None:
