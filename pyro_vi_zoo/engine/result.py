@@ -65,7 +65,7 @@ class FitResult:
         return float(np.mean(tail))
 
     def parameters(self) -> Dict[str, torch.Tensor]:
-        """The fitted variational parameters, constrained, detached, on the CPU."""
+        """The fitted variational parameters, constrained, detached, on the CPU (with a guide module's buffers)."""
         out = {name: value.detach().cpu() for name, value in self.param_state["params"].items()}
         for name, constraint in self.param_state["constraints"].items():
             out[name] = torch.distributions.transform_to(constraint)(out[name])
@@ -155,11 +155,14 @@ def parameter_scope(param_state: Dict[str, Any], module_local: bool = True):
 
 
 def _module_values(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """A guide module's parameters, constrained, and its buffers (a Laplace guide keeps its mean and
+    covariance factors there)."""
     values = {}
     for name, _ in module.named_parameters():
         name = name[: -len("_unconstrained")] if name.endswith("_unconstrained") else name
         value = functools.reduce(getattr, name.split("."), module)
         values[name] = value.detach().cpu()
+    values.update({name: value.detach().cpu() for name, value in module.named_buffers()})
     return values
 
 
