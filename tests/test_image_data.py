@@ -215,7 +215,7 @@ def test_binarized_truncated_gz_and_missing_file(tmp_path):
     with pytest.raises(DataError, match="binarized_mnist_train.amat.gz is truncated or corrupt"):
         read_binarized_mnist(folder)
     path.unlink()
-    with pytest.raises(DataError, match="missing file .*binarized_mnist_train.amat.*put the three binarized_mnist_\*.amat files"):
+    with pytest.raises(DataError, match=r"missing file .*binarized_mnist_train.amat.*put the three binarized_mnist_\*"):
         read_binarized_mnist(folder)
 
 

@@ -125,3 +125,54 @@ def test_elbo_from_log_weights_of_the_exact_posterior_is_the_log_evidence():
     evidence = torch.distributions.MultivariateNormal(torch.zeros(5, dtype=torch.float64),
                                                       torch.eye(5, dtype=torch.float64) + 1.0).log_prob(DATA)
     assert metrics.elbo_from_log_weights(log_weights(1.0, num=100)) == pytest.approx(float(evidence), abs=1e-9)
+
+
+@pytest.mark.parametrize("tail", [0.2, 0.8])
+def test_pareto_khat_finds_a_known_tail_index(tail):
+    """Weights drawn from a generalised Pareto with shape k: k̂ estimates k (sd about 0.05-0.1 at 20 000)."""
+    uniform = torch.rand(20000, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    weights = (uniform.pow(-tail) - 1) / tail  # the inverse CDF of GPD(shape=k, scale=1)
+    assert metrics.pareto_khat(weights.log()) == pytest.approx(tail, abs=0.2)
+
+
+def test_heldout_scores_in_original_units_against_the_closed_form():
+    """A guide q(mu) = N(0.3, 0.8²) for y ~ N(mu, 1): the predictive is N(0.3, 1.64), in units of ``scale``."""
+    from pyro_vi_zoo.engine import FitResult, FitSettings
+    from pyro_vi_zoo.scoring.predictive import heldout_scores
+
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(y.new_zeros(()), 1.0))
+        with pyro.plate("data", y.shape[0]):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    def guide(y):
+        pyro.sample("mu", dist.Normal(y.new_full((), 0.3), 0.8))
+
+    y = torch.linspace(-3.0, 3.0, 41, dtype=torch.float64)
+    result = FitResult("normal", "fixed", model, guide, (y,), np.zeros(1), 0.0, y.device, FitSettings())
+    pyro.set_rng_seed(0)
+    scores = heldout_scores(result, (y,), num_samples=200_000, scale=3.0)
+    predictive = dist.Normal(0.3, math.sqrt(1.64))
+    assert scores["test_lpd"] == pytest.approx(float(predictive.log_prob(y).mean()) - math.log(3.0), abs=0.005)
+    assert scores["rmse"] == pytest.approx(3.0 * float((y - 0.3).pow(2).mean().sqrt()), abs=0.01)
+    half_width = 1.6449 * math.sqrt(1.64)
+    assert scores["width_90"] == pytest.approx(3.0 * 2 * half_width, rel=0.01)
+    assert scores["coverage_90"] == pytest.approx(float(((y - 0.3).abs() < half_width).double().mean()), abs=0.03)
+
+
+def test_the_exact_regression_posterior_is_the_textbook_one():
+    """Against scipy-free numpy: the posterior of a Gaussian prior times a Gaussian likelihood, and the
+    evidence as the marginal Normal of y (prior covariance s² X Xᵀ + σ² I)."""
+    from pyro_vi_zoo.scoring.references import linear_regression_posterior
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(25, 2)), rng.normal(size=25)
+    loc, cov, log_evidence = linear_regression_posterior(torch.tensor(x), torch.tensor(y), 2.0, 0.5)
+    design = np.column_stack([x, np.ones(25)])
+    expected_cov = np.linalg.inv(design.T @ design / 0.25 + np.eye(3) / 4.0)
+    np.testing.assert_allclose(cov.numpy(), expected_cov, rtol=1e-10)
+    np.testing.assert_allclose(loc.numpy(), expected_cov @ design.T @ y / 0.25, rtol=1e-10)
+    marginal = 4.0 * design @ design.T + 0.25 * np.eye(25)
+    _, logdet = np.linalg.slogdet(marginal)
+    expected = -0.5 * (y @ np.linalg.solve(marginal, y) + logdet + 25 * math.log(2 * math.pi))
+    assert float(log_evidence) == pytest.approx(expected, rel=1e-10)
