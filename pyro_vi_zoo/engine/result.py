@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -133,11 +134,17 @@ def every_row():
     ``subsample_size`` it was built with), so the plate's subsampling helper is swapped for the duration.
     Rows given explicitly (``subsample=``) are kept.
     """
-    original = SubsampleMessenger.__dict__["_subsample"]
+    original = SubsampleMessenger.__dict__.get("_subsample")
+    signature = inspect.signature(original.__func__) if isinstance(original, staticmethod) else None
+    if signature is None or not {"subsample", "subsample_size"} <= set(signature.parameters):
+        yield  # another Pyro: plates then subsample as they were told
+        return
 
-    def whole(name, size=None, subsample_size=None, subsample=None, use_cuda=None, device=None):
-        return original.__func__(name, size, None if subsample is None else subsample_size, subsample, use_cuda,
-                                 device)
+    def whole(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        if bound.arguments.get("subsample") is None:
+            bound.arguments["subsample_size"] = None
+        return original.__func__(*bound.args, **bound.kwargs)
 
     SubsampleMessenger._subsample = staticmethod(whole)
     try:
