@@ -27,12 +27,14 @@ def execute(path: Path, timeout: int = 3600) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("notebooks", nargs="*", help="notebook file names (default: all)")
+    parser.add_argument("notebooks", nargs="*", help="notebooks: paths, or names in this folder (default: all)")
     parser.add_argument("--fast", action="store_true", help="the fast mode of the tests")
     args = parser.parse_args(argv)
     if args.fast:
         os.environ["PYRO_VI_ZOO_FAST"] = "1"
-    paths = [HERE / name for name in args.notebooks] or sorted(HERE.glob("*.ipynb"))
+    # a path as the shell completes it, or a bare name of a notebook in this folder
+    paths = [Path(name) if Path(name).is_file() else HERE / name for name in args.notebooks] \
+        or sorted(HERE.glob("*.ipynb"))
     for path in paths:
         start = time.perf_counter()
         execute(path)

@@ -41,7 +41,9 @@ def _defaults_text(setting: str) -> str:
     """Which default applies, per model: ``2000 (bayes_regression), 5000 (bnn_regression)``; fast mode after ``|``."""
     families = all_families().values()
     shown = lambda value: "none" if value is None else value
-    full = ", ".join(f"{shown(f.settings.get(setting, DEFAULTS[setting]))} ({f.name})" for f in families)
+    by_epochs = lambda f: setting == "steps" and f.settings.get("epochs", DEFAULTS["epochs"]) is not None
+    full = ", ".join(f"{'set by --epochs' if by_epochs(f) else shown(f.settings.get(setting, DEFAULTS[setting]))} "
+                     f"({f.name})" for f in families)
     fast = ", ".join(f"{f.fast_settings[setting]} ({f.name})" for f in families if setting in f.fast_settings)
     return f"default: {full}" + (f"; with --fast: {fast}" if fast else "")
 

@@ -62,7 +62,7 @@ class Comparison:
     reference: Optional[Reference]
     setup: Optional[Setup] = None
     baselines: Dict[str, Baseline] = field(default_factory=dict)
-    draws: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict)
+    draws: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     figures: Dict[str, Any] = field(default_factory=dict)
     run_dir: Optional[Path] = None
     interrupted: bool = False
@@ -134,7 +134,11 @@ def guide_choice(guide, setup: Setup, family: Family) -> GuideChoice:
         options = setup.auto_guide_options
         build = lambda: info.build(guide_model, **({} if options is None else options()))
         return GuideChoice(guide, build, info.has_density, info.finalize, row_settings)
-    valid = list(setup.guides) + list(AUTO_GUIDES) + list(getattr(family.scoring, "baselines", {}))
+    baselines = list(getattr(family.scoring, "baselines", {}))
+    if guide in baselines:
+        raise ZooError(f"{guide!r} is a baseline row of {family.name}, not a guide: compare runs it "
+                       f"(zoo.compare({family.name!r}, guides=[..., {guide!r}])); fit takes a guide.")
+    valid = list(setup.guides) + list(AUTO_GUIDES) + baselines
     raise ZooError(f"unknown guide {guide!r} for {family.name}; choose from: {', '.join(valid)} (or all).")
 
 
@@ -167,8 +171,11 @@ def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, setti
         if settings.epochs is not None:
             settings = settings.replace(steps=settings.epochs * batches.batches_per_epoch)
     elif settings.epochs is not None:
-        raise ZooError(f"--epochs applies to models trained by minibatch epochs; {family.name!r} "
-                       + ("needs --batch-size with it." if setup.make_batch is not None else "counts --steps instead."))
+        if setup.make_batch is not None:
+            raise ZooError(f"{family.name!r} trains by epochs of minibatches (epochs={settings.epochs}) and needs a "
+                           "batch size; pass --batch-size (batch_size= from Python).")
+        raise ZooError(f"--epochs applies to models trained by minibatch epochs; {family.name!r} counts --steps "
+                       "instead.")
     elif settings.batch_size is not None:
         if setup.batch_keyword is None:
             raise ZooError(f"model {family.name!r} does not support minibatches; drop --batch-size.")
@@ -178,7 +185,7 @@ def fit_choice(choice: GuideChoice, family: Family, setup: Setup, dataset, setti
             # a recorded step gets its rows as an input refilled before each replay
             shards = plate_shards(setup, dataset, global_batch, replicas)
         else:  # each replica's plate draws its own share
-            train_kwargs[setup.batch_keyword] = replicas.share(global_batch)
+            train_kwargs[setup.batch_keyword] = replicas.share(global_batch, settings.batch_size)
     return fit_guide(
         setup.model, choice.build, dataset.train, settings, train_kwargs=train_kwargs,
         max_plate_nesting=setup.max_plate_nesting, model_name=family.name, guide_name=choice.name,
@@ -334,7 +341,7 @@ def _run_rows(family, rows, dataset, setup, settings, config, finished, run_dir,
         reference = family.scoring.reference(dataset, setup, fast=fast, progress=settings.progress)
     sites = compared_sites(setup, dataset, reference)
     result = Comparison(pd.DataFrame(), {}, dataset, reference, setup=setup, run_dir=run_dir,
-                        config_columns=tuple(["model"] + list(_flat_config(config))))
+                        config_columns=tuple(dict.fromkeys(["model"] + list(_flat_config(config)))))
     records = list(finished)
     result.table = pd.DataFrame(records)
     for row in restored:

@@ -39,6 +39,7 @@ def test_a_resumed_fit_takes_the_steps_an_uninterrupted_fit_takes(problem, tmp_p
     assert stopped.interrupted and stopped.table.empty
     run_dir = only_run(tmp_path / "stopped")
     assert (run_dir / "checkpoints" / "encoder.pt").exists()
+    earlier = torch.load(run_dir / "checkpoints" / "encoder.pt", weights_only=False)["wall_time"]
     resumed_calls = []
     monkeypatch.setattr(SVIStep, "__call__", lambda self: (resumed_calls.append(1), real_call(self))[1])
 
@@ -46,6 +47,7 @@ def test_a_resumed_fit_takes_the_steps_an_uninterrupted_fit_takes(problem, tmp_p
     assert len(resumed_calls) == 6 * 4 - 3 * 4  # it continued after the third epoch's checkpoint
     assert not resumed.interrupted and list(resumed.table["guide"]) == ["encoder"]
     np.testing.assert_array_equal(resumed.fits["encoder"].losses, whole.fits["encoder"].losses)
+    assert earlier > 0 and resumed.fits["encoder"].wall_time > earlier  # the time before the checkpoint counts
     got = torch.load(run_dir / "parameters" / "encoder.pt")
     assert set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in expected)
     assert not (run_dir / "checkpoints" / "encoder.pt").exists()  # removed when the fit finished

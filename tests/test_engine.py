@@ -1,5 +1,6 @@
 """The engine: reproducibility, isolation between fits, the NaN guard, settings resolution, random state, devices."""
 
+import inspect
 import subprocess
 import sys
 
@@ -195,6 +196,29 @@ def test_package_fit_is_the_function_and_the_cli_lives_in_its_own_module():
     assert type(sys.modules["pyro_vi_zoo.cli"]) is types.ModuleType  # no module-class tricks
     result = pyro_vi_zoo.fit("bayes_regression", "auto_normal", data=small_data(), steps=5, progress=False)
     assert result.losses.shape == (5,)
+    import pyro_vi_zoo.fit  # the command line's module takes the attribute's place, and is the function too
+
+    assert inspect.signature(pyro_vi_zoo.fit) == inspect.signature(pyro_vi_zoo.runner.fit)
+    result = pyro_vi_zoo.fit("bayes_regression", "auto_normal", data=small_data(), steps=3, progress=False)
+    assert result.losses.shape == (3,)
+
+
+def test_api_misuse_is_one_clear_line():
+    result = fit("bayes_regression", "auto_normal", data=small_data(), steps=5, progress=False)
+    assert set(result.sample_posterior(4, "weight")) == {"weight"}  # one site by name
+    with pytest.raises(ZooError, match="no latent site named 'y' in bayes_regression; its latent sites are: weight"):
+        result.sample_posterior(4, ["y"])
+    with pytest.raises(ZooError, match="num_samples must be at least 1, got 0"):
+        result.sample_posterior(0)
+    with pytest.raises(ZooError, match="'mle' is a baseline row of bnn_regression, not a guide: compare runs it"):
+        fit("bnn_regression", "mle", fast=True)
+    with pytest.raises(ZooError, match=r"'vae' trains by epochs of minibatches \(epochs=1\) and needs a batch size"):
+        fit("vae", fast=True, batch_size=None)
+    from pyro_vi_zoo.engine.distributed import World
+
+    with pytest.raises(ZooError, match=r"global batch of 101 rows \(--batch-size 200 capped at the 101 training rows\) "
+                                       "does not split evenly over 2 processes; .* multiple of 2 and at most 101"):
+        World(rank=0, size=2).share(101, 200)
 
 
 def test_import_is_lazy():

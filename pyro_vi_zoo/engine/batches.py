@@ -37,7 +37,7 @@ class EpochBatches:
     def __post_init__(self):
         if self.batch_size < 1:
             raise ZooError(f"batch_size must be positive, got {self.batch_size}.")
-        self.world.share(self.size)
+        self.world.share(self.size, self.batch_size)
 
     @property
     def batches_per_epoch(self) -> int:

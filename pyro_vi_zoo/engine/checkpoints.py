@@ -7,7 +7,8 @@ Written atomically every ``every`` steps (an epoch); removed when the fit finish
 (rank 0 writes) resumes with any number of processes: the checkpoint holds the global batches' order.
 """
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -18,12 +19,18 @@ from ..runs import atomic_torch_save
 from .distributed import world
 
 
-@dataclass(frozen=True)
+@dataclass
 class Checkpoints:
-    """Where one fit keeps its checkpoint, and every how many steps it writes it."""
+    """Where one fit keeps its checkpoint, and every how many steps it writes it; ``earlier_seconds`` is the
+    fit's time before the checkpoint it resumed from (a checkpoint holds the time spent so far)."""
 
     path: Path
     every: int
+    earlier_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return self.earlier_seconds + time.perf_counter() - self.started
 
     def due(self, next_index: int) -> bool:
         return next_index % self.every == 0
@@ -41,6 +48,7 @@ class Checkpoints:
             "order": None if step.feeder is None else step.feeder.order,
             "rng": get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+            "wall_time": self.elapsed(),
         }
         atomic_torch_save(state, self.path)
 
@@ -58,6 +66,7 @@ class Checkpoints:
         if step.feeder is not None and state["order"] is not None:
             step.feeder.order = state["order"].to(losses.device)
         losses[: state["index"]] = state["losses"].to(losses.device)
+        self.earlier_seconds, self.started = float(state.get("wall_time", 0.0)), time.perf_counter()
         set_rng_state(state["rng"])
         if state["cuda_rng"] is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -56,11 +56,15 @@ class World:
     def parallel(self) -> bool:
         return self.size > 1
 
-    def share(self, global_batch: int) -> int:
-        """Rows of each replica's share of a global batch; a :class:`ZooError` when it does not split evenly."""
+    def share(self, global_batch: int, asked: Optional[int] = None) -> int:
+        """Rows of each replica's share of a global batch (``asked`` rows, capped at the training set's size);
+        a :class:`ZooError` when it does not split evenly."""
         if global_batch % self.size:
-            raise ZooError(f"the global batch of {global_batch} rows does not split evenly over {self.size} "
-                           f"processes; use a --batch-size that is a multiple of {self.size}.")
+            capped = (f" (--batch-size {asked} capped at the {global_batch} training rows)"
+                      if asked is not None and asked != global_batch else "")
+            raise ZooError(f"the global batch of {global_batch} rows{capped} does not split evenly over {self.size} "
+                           f"processes; use a --batch-size that is a multiple of {self.size}"
+                           + (f" and at most {global_batch}." if capped else "."))
         return global_batch // self.size
 
     def average(self, tensors: Sequence[torch.Tensor]) -> None:

@@ -59,6 +59,8 @@ def fit_guide(
             step, losses = _best_start(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting,
                                        f"{model_name}/{guide_name}", batches, checkpoints)
             wall_time = time.perf_counter() - start
+            if checkpoints is not None:  # a resumed fit: its time before the checkpoint too
+                wall_time += checkpoints.earlier_seconds
         else:
             step = _new_step(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting, batches)
             load_fit_state(step, restore["state"])

@@ -12,6 +12,7 @@ import torch
 from pyro.poutine.subsample_messenger import SubsampleMessenger
 from pyro.poutine.util import site_is_subsample
 
+from ..errors import ZooError
 from .settings import FitSettings
 
 
@@ -66,7 +67,9 @@ class FitResult:
         return float(np.mean(tail))
 
     def parameters(self) -> Dict[str, torch.Tensor]:
-        """The fitted variational parameters, constrained, detached, on the CPU (with a guide module's buffers)."""
+        """The fitted variational parameters, detached, on the CPU: param-store entries and a guide module's
+        parameters constrained as declared (a guide that maps a raw parameter itself, say by softplus, keeps
+        the raw one), and the module's buffers."""
         out = {name: value.detach().cpu() for name, value in self.param_state["params"].items()}
         for name, constraint in self.param_state["constraints"].items():
             out[name] = torch.distributions.transform_to(constraint)(out[name])
@@ -76,9 +79,16 @@ class FitResult:
         return out
 
     def sample_posterior(self, num_samples: int, sites=None) -> Dict[str, torch.Tensor]:
-        """``num_samples`` draws of the latent sites from the guide, each of shape ``(num_samples, *site_shape)``."""
+        """``num_samples`` draws of the latent sites (all, one name, or several) from the guide, each of shape
+        ``(num_samples, *site_shape)``."""
+        if num_samples < 1:
+            raise ZooError(f"num_samples must be at least 1, got {num_samples}.")
         shapes = latent_site_shapes(self.score_model, self.args)
-        sites = list(sites) if sites is not None else list(shapes)
+        sites = [sites] if isinstance(sites, str) else list(sites) if sites is not None else list(shapes)
+        unknown = [site for site in sites if site not in shapes]
+        if unknown:
+            raise ZooError(f"no latent site named {', '.join(map(repr, unknown))} in {self.model_name}; its latent "
+                           f"sites are: {', '.join(shapes)}.")
         with self.activate(), torch.no_grad():
             trace = pyro.poutine.trace(self._vectorized(self.guide, num_samples)).get_trace(*self.args)
         return {site: trace.nodes[site]["value"].detach().reshape((num_samples,) + shapes[site]) for site in sites}
