@@ -123,6 +123,7 @@ def guide_choice(guide, setup: Setup, family: Family) -> GuideChoice:
     """The :class:`GuideChoice` for a guide name (the family's own or an auto guide) or a guide callable."""
     if callable(guide):
         name = getattr(guide, "__name__", type(guide).__name__)
+        _keep_parameters_in_the_module(guide, name)
         return GuideChoice(name, lambda: guide)
     row_settings = dict(setup.guide_settings.get(guide, {}))
     if guide in setup.guides:
@@ -140,6 +141,24 @@ def guide_choice(guide, setup: Setup, family: Family) -> GuideChoice:
                        f"(zoo.compare({family.name!r}, guides=[..., {guide!r}])); fit takes a guide.")
     valid = list(setup.guides) + list(AUTO_GUIDES) + baselines
     raise ZooError(f"unknown guide {guide!r} for {family.name}; choose from: {', '.join(valid)} (or all).")
+
+
+def _keep_parameters_in_the_module(guide, name: str) -> None:
+    """The runner keeps each fit's parameters in its guide module (Pyro's module-local parameters). A PyroModule
+    guide built outside that setting (``AutoNormal(model)`` at the top of a script) is switched to it while it
+    has no parameters yet; one that already has some would lose them, and is refused with the fix."""
+    if not isinstance(guide, pyro.nn.PyroModule):
+        return
+    modules = [module for module in guide.modules() if isinstance(module, pyro.nn.PyroModule)
+               and not hasattr(module._pyro_context, "param_state")]
+    if not modules:
+        return
+    if any(True for _ in guide.parameters()):
+        raise ZooError(f"guide {name!r} was built and called outside module-local parameters, which the runner "
+                       "needs; build it inside `with pyro.settings.context(module_local_params=True):`, or pass a "
+                       "guide name such as 'auto_normal'.")
+    for module in modules:
+        module._pyro_context.param_state = {"params": {}, "constraints": {}}
 
 
 def resolve_rows(family: Family, guides) -> List:
@@ -424,8 +443,15 @@ def _run_row(row, family, setup, dataset, settings, reference, sites, budget, re
         reason = str(error) if isinstance(error, FitFailure) else first_line(error)
         print(f"{family.name}/{row.name} failed: {reason}", file=sys.stderr)
         return {"guide": row.name, "status": "failed", "error": reason}
+    try:
+        scores = family.scoring.score(fitted, dataset, reference, sites, budget, result.draws)
+    except ZooError:
+        raise
+    except Exception as error:  # the fit ran but could not be scored: its row fails, the others go on
+        reason = f"scoring failed: {first_line(error)}"
+        print(f"{family.name}/{row.name} {reason}", file=sys.stderr)
+        return {"guide": row.name, "status": "failed", "error": reason}
     result.fits[row.name] = fitted
-    scores = family.scoring.score(fitted, dataset, reference, sites, budget, result.draws)
     return {"guide": row.name, "status": "ok", **scores}
 
 

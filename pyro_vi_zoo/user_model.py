@@ -10,6 +10,7 @@ says what to change.
 """
 
 import functools
+import warnings
 from typing import Callable, Tuple
 
 import numpy as np
@@ -19,8 +20,8 @@ from pyro.poutine.util import site_is_subsample
 
 from .data import Dataset
 from .engine import latent_sites
-from .engine.result import model_trace
-from .errors import DataError, ZooError, first_line
+from .engine.result import is_latent, model_trace
+from .errors import DataError, Note, ZooError, first_line
 from .family import Family, Setup
 from .scoring import GlobalLatentScoring
 from .scoring.predictive import heldout_scores
@@ -122,8 +123,8 @@ def check_vectorises(model: Callable, args, alone, nesting: int, num_draws: int 
     of the model's plates. Each site must then have its batch shape from ``alone`` (a trace without the
     draws) with the draws on the left; a model that fails or whose sites grow otherwise gets one line."""
     how = ("the runner batches draws that way, so the model must broadcast over leading dimensions "
-           "(e.g. (x * weight).sum(-1) instead of x @ weight, and a pyro.plate over the data's rows "
-           "rather than .to_event(1) over them)")
+           "(e.g. (x * weight).sum(-1) instead of x @ weight, a[..., index] instead of a[index], and a "
+           "pyro.plate over the data's rows rather than .to_event(1) over them)")
     try:
         with torch.no_grad(), pyro.poutine.block(), pyro.plate("_draws", num_draws, dim=-(nesting + 1)):
             trace = pyro.poutine.trace(model).get_trace(*args)
@@ -142,4 +143,19 @@ def check_vectorises(model: Callable, args, alone, nesting: int, num_draws: int 
 
 
 def _evaluate(fit, dataset, num_samples):
-    return {} if dataset.test is None else heldout_scores(fit, dataset.test, num_samples)
+    if dataset.test is None:
+        return {}
+    local = per_row_latents(fit.model, dataset.train)
+    if local:
+        warnings.warn(f"no held-out scores for {fit.guide_name}: the latent site(s) {', '.join(map(repr, local))} hold "
+                      "one value per training row, and the guide has none for new rows (the ELBO and k-hat on the "
+                      "training rows are kept)", Note)
+        return {}
+    return heldout_scores(fit, dataset.test, num_samples)
+
+
+def per_row_latents(model: Callable, args) -> list:
+    """The latent sites inside a plate over the data's rows: a guide fitted to them says nothing of new rows."""
+    rows = int(args[0].shape[0])
+    return [name for name, site in model_trace(model, args).nodes.items() if is_latent(site)
+            and any(frame.vectorized and (frame.full_size or frame.size) == rows for frame in site["cond_indep_stack"])]

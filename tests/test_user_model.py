@@ -1,6 +1,7 @@
 """A user's own Pyro model in the runner: the README example, an exact conjugate answer, and the
 one-line errors for models, data and guides that do not fit."""
 
+import functools
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 import pyro_vi_zoo as zoo
-from pyro_vi_zoo.errors import DataError, ZooError
+from pyro_vi_zoo.errors import DataError, Note, ZooError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PRIOR_SCALE = 10.0
@@ -250,3 +251,87 @@ def test_a_model_that_enumerates_is_compared_with_its_sites_summed_out(device):
     assert row["pareto_k"] < 0.5
     draws = comparison.fits["auto_normal"].sample_posterior(4000)
     assert set(draws) == {"p"} and float(draws["p"].mean()) == pytest.approx(float((posterior * grid).sum()), abs=0.005)
+
+
+def eight_schools(sigma, y=None):
+    """The non-centred eight schools with tau ~ HalfCauchy(5), whose prior mean is infinite."""
+    mu = pyro.sample("mu", dist.Normal(sigma.new_zeros(()), 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(sigma.new_full((), 5.0)))
+    with pyro.plate("schools", sigma.shape[0]):
+        eta = pyro.sample("eta", dist.Normal(sigma.new_zeros(()), 1.0))
+        pyro.sample("obs", dist.Normal(mu + tau * eta, sigma), obs=y)
+
+
+def test_auto_guides_start_finite_where_a_prior_has_no_finite_mean():
+    sigma = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+    y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+    comparison = zoo.compare(eight_schools, data=(sigma, y), guides=["auto_normal", "auto_mvn"], steps=300, seed=0,
+                             progress=False, draw_figures=False)
+    assert (comparison.table["status"] == "ok").all() and np.isfinite(comparison.table["elbo"]).all()
+
+
+def aux_guide(x, y=None):
+    """A guide with an auxiliary joint draw mapped onto the model's site."""
+    loc = pyro.param("loc", lambda: x.new_zeros(x.shape[-1]))
+    tril = pyro.param("tril", lambda: 0.1 * torch.eye(x.shape[-1]), dist.constraints.lower_cholesky)
+    joint = pyro.sample("joint", dist.MultivariateNormal(loc, scale_tril=tril), infer={"is_auxiliary": True})
+    pyro.sample("weight", dist.Delta(joint, event_dim=1))
+
+
+def test_a_users_auxiliary_sites_and_auto_guide_instances_fit():
+    from pyro.infer.autoguide import AutoMultivariateNormal
+
+    x, y = torch.randn(60, 2, generator=torch.Generator().manual_seed(0)), torch.randn(60)
+    built_outside = AutoMultivariateNormal(linear)  # at a script's top level: not module-local
+    comparison = zoo.compare(linear, data=(x, y), guides=[aux_guide, built_outside], steps=50, seed=0,
+                             progress=False, draw_figures=False)
+    assert list(comparison.table["status"]) == ["ok", "ok"] and not pyro.get_param_store().keys()
+    called = AutoMultivariateNormal(linear)
+    called(x, y)  # its parameters now live in the global store, out of the runner's reach
+    with pytest.raises(ZooError, match="built and called outside module-local parameters"):
+        zoo.fit(linear, data=(x, y), guide=called, steps=5, progress=False)
+    pyro.clear_param_store()
+
+
+def test_held_out_scores_leave_out_masked_rows_deterministic_sites_and_factors():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(60, generator=generator)
+    y = 1.5 * x + 0.3 + 0.5 * torch.randn(60, generator=generator)
+    keep = torch.arange(60) % 7 != 0
+
+    def regression(x, y, keep, use_mask=True, extras=False):
+        w = pyro.sample("w", dist.Normal(x.new_zeros(()), 2.0))
+        b = pyro.sample("b", dist.Normal(x.new_zeros(()), 2.0))
+        if extras:
+            pyro.factor("nothing", w.new_zeros(w.shape))
+        with pyro.plate("data", x.shape[0]), pyro.poutine.mask(mask=keep if use_mask else True):
+            mean = pyro.deterministic("mean", w * x + b) if extras else w * x + b
+            pyro.sample("y", dist.Normal(mean, 0.5), obs=y)
+
+    score = lambda y, **options: zoo.compare(functools.partial(regression, **options), data=(x, y, keep),
+                                             guides=["auto_mvn"], steps=300, seed=0, progress=False,
+                                             draw_figures=False).table.iloc[0]
+    real = score(y)
+    sentinel = score(torch.where(keep, y, torch.tensor(100.0)))  # masked rows hold nonsense
+    for column in ("elbo", "test_lpd", "rmse", "coverage_90"):
+        assert sentinel[column] == pytest.approx(real[column], abs=1e-6), column
+    plain, extras = score(y, use_mask=False), score(y, use_mask=False, extras=True)
+    for column in ("test_lpd", "rmse", "coverage_90"):  # a deterministic site and a zero factor change nothing
+        assert extras[column] == pytest.approx(plain[column], abs=1e-6), column
+
+
+def test_per_row_latents_get_no_held_out_scores_and_say_why():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(60, generator=generator)
+    y = 1.5 * x + 0.5 * torch.randn(60, generator=generator)
+
+    def per_row(x, y=None):
+        w = pyro.sample("w", dist.Normal(x.new_zeros(()), 2.0))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("y", dist.Normal(w * x + 0.3 * z, 0.5), obs=y)
+
+    with pytest.warns(Note, match="no held-out scores for auto_normal: the latent site\\(s\\) 'z' hold one value per"):
+        table = zoo.compare(per_row, data=(x, y), guides=["auto_normal"], steps=50, seed=0, progress=False,
+                            draw_figures=False).table
+    assert table["status"].iloc[0] == "ok" and np.isfinite(table["elbo"].iloc[0]) and "test_lpd" not in table

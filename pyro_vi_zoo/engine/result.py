@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro.poutine.subsample_messenger import SubsampleMessenger
 from pyro.poutine.util import site_is_subsample
@@ -108,8 +109,7 @@ class FitResult:
         groups = {"posterior": as_numpy(draws)}
         if predictive:
             trace = self.vectorized_trace(*self.args, num_samples=num_samples)
-            observed = {name: site for name, site in trace.nodes.items()
-                        if site["type"] == "sample" and site["is_observed"]}
+            observed = {name: site for name, site in trace.nodes.items() if is_observation(site)}
             with torch.no_grad():
                 groups["posterior_predictive"] = as_numpy({name: site["fn"].sample().reshape((num_samples,) + tuple(
                     site["value"].shape)) for name, site in observed.items()})
@@ -195,9 +195,20 @@ def is_enumerated(msg) -> bool:
 
 def is_latent(site) -> bool:
     """A latent sample site that a guide samples: not observed, not a subsample site, not enumerated (the
-    ELBO sums those out)."""
+    ELBO sums those out), not a guide's auxiliary site (a draw the guide maps to the model's sites)."""
     return site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site) \
-        and not is_enumerated(site)
+        and not is_enumerated(site) and not site["infer"].get("is_auxiliary", False)
+
+
+def is_observation(site) -> bool:
+    """An observed site that holds data: not ``pyro.deterministic`` (a point mass at a computed value) nor
+    ``pyro.factor`` (a term added to the log density), which Pyro also records as observed."""
+    if site["type"] != "sample" or not site["is_observed"] or site_is_subsample(site):
+        return False
+    fn = site["fn"]
+    while hasattr(fn, "base_dist") and not isinstance(fn, (dist.Delta, dist.Unit)):
+        fn = fn.base_dist
+    return not isinstance(fn, (dist.Delta, dist.Unit))
 
 
 def latent_site_shapes(model: Callable, args: Tuple, kwargs=None) -> Dict[str, Tuple[int, ...]]:

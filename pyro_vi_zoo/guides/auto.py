@@ -11,6 +11,7 @@ import functools
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import torch
 from pyro.infer import autoguide
 from pyro.infer.autoguide.initialization import init_to_mean, init_to_median
 
@@ -40,17 +41,22 @@ def _laplace(guide, *args, **kwargs):
                          "or a smaller --lr), or the posterior has no mode there.") from None
 
 
-_PRIOR_MEAN = init_to_mean(fallback=init_to_median(num_samples=15))
+_PRIOR_MEDIAN = init_to_median(num_samples=15)
+_PRIOR_MEAN = init_to_mean(fallback=_PRIOR_MEDIAN)
 
 
 def _init_to_prior_mean(site=None):
-    """Start at prior means (as the hand-written guides do), medians of prior draws where no mean exists.
+    """Start at prior means (as the hand-written guides do), medians of prior draws where no finite mean
+    exists (Pyro falls back on a NaN mean only: a HalfCauchy's is infinite).
 
     Copied, because a mean broadcast over a plate is an expanded view that Adam cannot update in place.
     """
     if site is None:
         return _init_to_prior_mean
-    return _PRIOR_MEAN(site).clone()
+    value = _PRIOR_MEAN(site)
+    if not bool(torch.isfinite(value).all()):
+        value = _PRIOR_MEDIAN(site)
+    return value.clone()
 
 
 _INIT = _init_to_prior_mean
