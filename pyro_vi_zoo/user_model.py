@@ -19,7 +19,6 @@ import torch
 from pyro.poutine.util import site_is_subsample
 
 from .data import Dataset
-from .engine import latent_sites
 from .engine.result import is_latent, model_trace
 from .errors import DataError, Note, ZooError, first_line
 from .family import Family, Setup
@@ -103,7 +102,7 @@ def user_setup(model: Callable, dataset: Dataset) -> Setup:
         raise ZooError(f"calling {getattr(model, '__name__', 'the model')}(*data) failed with "
                        f"{first_line(error)}; check the data's order, shapes and dtypes (the model's "
                        "positional arguments, observations last).") from None
-    if not latent_sites(model, dataset.train):
+    if not any(is_latent(site) for site in trace.nodes.values()):
         raise ZooError("the model has no latent sample sites a guide could fit (every pyro.sample is observed "
                        "or enumerated); there is no posterior to approximate.")
     nesting = plate_nesting(trace)
@@ -132,7 +131,7 @@ def check_vectorises(model: Callable, args, alone, nesting: int, num_draws: int 
         raise ZooError(f"the model fails when its latents carry a batch of {num_draws} draws on the left "
                        f"({first_line(error)}); {how}.") from None
     for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site):
+        if site["type"] != "sample" or site_is_subsample(site) or name not in alone.nodes:
             continue
         shape = tuple(alone.nodes[name]["fn"].batch_shape)
         expected = (num_draws,) + (1,) * (nesting - len(shape)) + shape
