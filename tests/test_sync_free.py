@@ -9,6 +9,7 @@ also builds no tensor from Python numbers (``torch.tensor(1.0)`` in a distributi
 copy from the host at every step, which a CUDA graph cannot record; any device shows the call.
 """
 
+import math
 from dataclasses import replace
 
 import pyro
@@ -250,3 +251,26 @@ def test_the_recorder_names_the_lines_that_read_values_back_to_the_host():
     with HostTrafficRecorder() as recorder:  # CPU tensors: nothing would cross to the host
         x.sum().item()
     assert recorder.refusal() is None
+
+
+@pytest.mark.parametrize("elbo_name", ["trace", "meanfield"])
+def test_the_elbo_of_a_conjugate_model_is_its_closed_form(elbo_name, device):
+    """y_i ~ N(mu, 1), mu ~ N(0, 2²), q(mu) = N(0.4, 0.3²): ELBO = Σ E_q log N(y_i; mu, 1) − KL(q ‖ p) in closed
+    form. With 200 000 vectorised particles the estimate's Monte Carlo error is below 0.001, against a
+    tolerance of 0.02 (the mean-field ELBO's KL is exact, so its error is the likelihood term's alone)."""
+    y = torch.tensor([0.1, 0.9, -0.4, 1.3, 0.6], dtype=torch.float64, device=device)
+
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(y.new_zeros(()), 2.0))
+        with pyro.plate("data", y.shape[0]):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    def guide(y):
+        pyro.sample("mu", dist.Normal(y.new_full((), 0.4), 0.3))
+
+    m, s = 0.4, 0.3
+    expected_log_likelihood = float((-0.5 * math.log(2 * math.pi) - 0.5 * ((y - m) ** 2 + s**2)).sum())
+    kl = math.log(2.0 / s) + (s**2 + m**2) / (2 * 2.0**2) - 0.5
+    pyro.set_rng_seed(0)
+    elbo = ELBOS[elbo_name](num_particles=200_000, vectorize_particles=True, max_plate_nesting=1)
+    assert -float(elbo.differentiable_loss(model, guide, y)) == pytest.approx(expected_log_likelihood - kl, abs=0.02)
