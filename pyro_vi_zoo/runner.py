@@ -153,7 +153,7 @@ def _keep_parameters_in_the_module(guide, name: str) -> None:
                and not hasattr(module._pyro_context, "param_state")]
     if not modules:
         return
-    if any(True for _ in guide.parameters()):
+    if next(guide.parameters(), None) is not None:
         raise ZooError(f"guide {name!r} was built and called outside module-local parameters, which the runner "
                        "needs; build it inside `with pyro.settings.context(module_local_params=True):`, or pass a "
                        "guide name such as 'auto_normal'.")

@@ -65,14 +65,15 @@ def fit_guide(
             step = _new_step(model, build_guide, args, train_kwargs or {}, settings, max_plate_nesting, batches)
             load_fit_state(step, restore["state"])
             losses, wall_time = torch.as_tensor(restore["losses"]), float(restore["wall_time"])
-        saved = {"state": fit_state(step), "losses": losses.cpu().numpy(), "wall_time": wall_time}
+        losses = losses.cpu().numpy()
+        saved = {"state": fit_state(step), "losses": losses, "wall_time": wall_time}
         guide = step.guide
         if finalize is not None:  # once, so on the data's device whatever torch's default (Pyro's plates take it)
             with step.scope(), torch.device(args[0].device):
                 guide = finalize(guide, *args)
     return FitResult(
         model_name=model_name, guide_name=guide_name, model=model, guide=guide, args=args,
-        losses=losses.cpu().numpy(), wall_time=wall_time, device=args[0].device, settings=settings,
+        losses=losses, wall_time=wall_time, device=args[0].device, settings=settings,
         has_density=has_density, max_plate_nesting=max_plate_nesting, score_model=score_model,
         param_state=step.param_state, module_local=step.module_local, saved=saved,
     )
