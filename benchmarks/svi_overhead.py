@@ -77,7 +77,7 @@ def make_case(label: str, zoo, floor, device, elbo: str, target: float) -> Case:
 
     case = Case(label, zoo("off"), repeat(floor(False)), target)
     if device.type == "cuda" and elbo in CAPTURABLE_ELBOS:
-        case.zoo_graph, case.floor_graph = zoo("on"), repeat(unvalidated(GraphedUpdate(floor(True))))
+        case.zoo_graph, case.floor_graph = zoo("on"), repeat(unvalidated(GraphedUpdate(floor(True), device)))
     return case
 
 

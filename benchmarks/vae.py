@@ -73,8 +73,9 @@ def train_by_stages(row: str, dataset, setup, schedule, batch_size: int, seed: i
     losses = torch.empty(total)
     done, start = 0, time.perf_counter()
     for stage, (epochs, lr) in enumerate(schedule):
+        step.set_lr(lr)  # in place where the step is recorded
         for group in step.optimizer.param_groups:
-            group.update(lr=lr, eps=PROTOCOL["adam_epsilon"])
+            group["eps"] = PROTOCOL["adam_epsilon"]
         count = epochs * batches.batches_per_epoch
         run_steps(step, count, losses, done)
         done += count

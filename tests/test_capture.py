@@ -2,6 +2,7 @@
 on a GPU (``pytest --device cuda``), against the exact posterior and the eager fit."""
 
 import contextlib
+import importlib
 import warnings
 
 import numpy as np
@@ -14,7 +15,7 @@ from pyro_vi_zoo import FitSettings, fit
 from pyro_vi_zoo.cli import main
 from pyro_vi_zoo.data.regression import cubic_arrays
 from pyro_vi_zoo.engine import resolve_settings
-from pyro_vi_zoo.engine.capture import WARMUP_STEPS, CaptureFallback, GraphedUpdate, wants_capture
+from pyro_vi_zoo.engine.capture import WARMUP_STEPS, CaptureFallback, GraphedUpdate, RecordingFailed, wants_capture
 from pyro_vi_zoo.errors import ZooError
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -77,9 +78,11 @@ def test_a_step_that_may_be_recorded_takes_its_plate_rows_from_outside(monkeypat
 
 class FakeCuda:
     """Enough of ``torch.cuda`` for :class:`GraphedUpdate`'s bookkeeping on the CPU: streams do nothing, and a
-    "recording" runs the step once, as a real one would not; replays are counted."""
+    "recording" runs the step once, as a real one would not; replays are counted, and so are the streams made
+    current and restored, the synchronisation checks asked for and the random states put back."""
 
     replays = 0
+    events: list = []
 
     class Stream:
         def wait_stream(self, other):
@@ -89,15 +92,47 @@ class FakeCuda:
         def replay(self):
             FakeCuda.replays += 1
 
-    stream = staticmethod(lambda stream: contextlib.nullcontext())
-    graph = staticmethod(lambda graph: contextlib.nullcontext())
+    class Generator:
+        def clone_state(self):
+            return "the state before recording"
+
+        def graphsafe_set_state(self, state):
+            FakeCuda.events.append(("random state", state))
+
+    default_generators = [Generator()]
     current_stream = staticmethod(lambda: FakeCuda.Stream())
+    device = staticmethod(lambda device: contextlib.nullcontext())
+    graph_pool_handle = staticmethod(lambda: (0, 1))
+    get_sync_debug_mode = staticmethod(lambda: 0)
+
+    @staticmethod
+    def set_sync_debug_mode(mode):
+        FakeCuda.events.append(("sync debug", mode))
+
+    @staticmethod
+    @contextlib.contextmanager
+    def stream(stream):
+        FakeCuda.events.append("stream made current")
+        try:
+            yield
+        finally:
+            FakeCuda.events.append("stream restored")
+
+    @staticmethod
+    def graph(graph, pool=None, stream=None):
+        return contextlib.nullcontext()
 
 
-@pytest.mark.parametrize("traffic", [None, "copy", "read"])
-def test_the_graphed_update_warms_up_looks_for_host_traffic_then_records_once(traffic, monkeypatch):
+@pytest.fixture
+def fake_cuda(monkeypatch):
     monkeypatch.setattr(torch, "cuda", FakeCuda)
     monkeypatch.setattr(FakeCuda, "replays", 0)
+    monkeypatch.setattr(FakeCuda, "events", [])
+    return FakeCuda
+
+
+@pytest.mark.parametrize("traffic", [None, "copy", "read", "moves", "sync"])
+def test_the_graphed_update_warms_up_looks_for_host_traffic_then_records_once(traffic, fake_cuda):
     calls = []
 
     def update():
@@ -106,21 +141,195 @@ def test_the_graphed_update_warms_up_looks_for_host_traffic_then_records_once(tr
             torch.tensor(2.0, device="meta")
         elif traffic == "read":
             print(torch.zeros(2, device="meta"))
+        elif traffic == "moves":
+            torch.ones(3).to(torch.zeros((), device="meta").device)
+        elif traffic == "sync" and len(calls) == WARMUP_STEPS:  # what torch says in sync debug mode "warn"
+            warnings.warn_explicit("called a synchronizing CUDA operation", UserWarning, "model.py", 12)
+        warnings.warn("a warning of the model's own", UserWarning)
         return torch.tensor(float(len(calls)))
 
-    graphed = GraphedUpdate(update)
-    assert [float(graphed()) for _ in range(WARMUP_STEPS)] == [1.0, 2.0, 3.0] and graphed.graph is None
+    graphed = GraphedUpdate(update, torch.device("cuda"))
+    with pytest.warns(UserWarning, match="a warning of the model's own"):  # passes through the sync check
+        assert [float(graphed()) for _ in range(WARMUP_STEPS)] == [1.0, 2.0, 3.0] and graphed.graph is None
+    assert [event for event in fake_cuda.events if event[0] == "sync debug"] == [("sync debug", "warn"),
+                                                                                ("sync debug", 0)]
     if traffic == "copy":
         assert graphed.refused.startswith("the step copies a number from the host at every step, tensor(2.0) in ")
     if traffic == "read":
         assert graphed.refused.startswith("the step reads a value back to the host at every step, __repr__() in ")
         assert "print(torch.zeros(2" in graphed.refused
+    if traffic == "moves":
+        assert graphed.refused.startswith("the step copies a number from the host at every step, to() of a CPU tensor")
+    if traffic == "sync":
+        assert graphed.refused.startswith("the step synchronises with the host inside torch at every step, at "
+                                          "model.py:12 (torch.linalg.cholesky")
+        return
     if traffic:
         assert "test_capture.py" in graphed.refused
         return
     assert graphed.refused is None
-    assert float(graphed()) == 4.0 and graphed.graph is not None and FakeCuda.replays == 1  # recorded, replayed
+    with pytest.warns(UserWarning):
+        assert float(graphed()) == 4.0 and graphed.graph is not None and FakeCuda.replays == 1  # recorded, replayed
     assert graphed() is graphed.static_loss and len(calls) == 4 and FakeCuda.replays == 2  # replays only
+
+
+def test_a_failed_recording_says_what_cuda_first_objected_to_and_puts_the_stream_and_random_state_back(
+        fake_cuda, monkeypatch):
+    """Ending a recording that failed raises a second, vaguer error from inside ``torch.cuda.graph`` and leaves
+    its stream current; the step must report the first and go on eagerly on the stream it had."""
+
+    class FailingGraph:
+        def __enter__(self):
+            FakeCuda.events.append("recording")
+
+        def __exit__(self, *exc):  # what capture_end says after an illegal call
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+
+    monkeypatch.setattr(FakeCuda, "graph", staticmethod(lambda graph, pool=None, stream=None: FailingGraph()))
+
+    def update():
+        if "recording" in FakeCuda.events:
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
+        return torch.zeros(())
+
+    graphed = GraphedUpdate(update, torch.device("cuda"))
+    for _ in range(WARMUP_STEPS):
+        graphed()
+    FakeCuda.events.clear()
+    with pytest.raises(RecordingFailed, match=r"^CUDA error: operation not permitted when stream is capturing$"):
+        graphed()
+    assert FakeCuda.events == ["stream made current", "recording", "stream restored",
+                               ("random state", "the state before recording")]
+    assert graphed.graph is None
+
+
+@pytest.fixture
+def recorded_on_the_cpu(monkeypatch):
+    """SVIStep's recorded branch on the CPU: Adam's capturable path allowed there, ``wants_capture`` true, and
+    the recording a stand-in that runs the step as :class:`GraphedUpdate` would (warm-ups with the host-traffic
+    check, then the recorded update), or refuses, or fails, as told."""
+    from pyro_vi_zoo.engine import step as step_module
+
+    class StandIn:
+        refuse, fail = None, None
+
+        def __init__(self, update, device):
+            self.update, self.graph, self.refused, self.calls = update, None, None, 0
+
+        def __call__(self):
+            self.calls += 1
+            if self.calls == WARMUP_STEPS:
+                self.refused = StandIn.refuse
+            if self.calls == WARMUP_STEPS + 1 and StandIn.fail:
+                raise RecordingFailed(StandIn.fail)
+            return self.update()
+
+    monkeypatch.setattr(importlib.import_module("torch.optim.adam"), "_get_capturable_supported_devices",
+                        lambda supports_xla=True: ["cuda", "cpu"])
+    monkeypatch.setattr(step_module, "wants_capture", lambda *args, **kwargs: True)
+    monkeypatch.setattr(step_module, "GraphedUpdate", StandIn)
+    return StandIn
+
+
+def regression_step(seed=0, **options):
+    from pyro_vi_zoo.engine import make_step
+    from pyro_vi_zoo.registry import get_family
+    from pyro_vi_zoo.runner import guide_choice
+
+    family = get_family("bayes_regression")
+    dataset = family.load_data(None)
+    setup = family.setup(dataset)
+    settings = resolve_settings(family.settings, FitSettings(**{**dict(steps=200, seed=seed, device="cpu", lr_decay=0.1,
+                                                                       progress=False), **options}))
+    pyro.set_rng_seed(seed)
+    step = make_step(setup.model, guide_choice("mean_field", setup, family).build, dataset.train, settings,
+                     max_plate_nesting=setup.max_plate_nesting)
+    return step, settings
+
+
+def run(step, steps, start=0, losses=None):
+    from pyro_vi_zoo.engine import run_steps
+
+    losses = torch.zeros(start + steps) if losses is None else losses
+    run_steps(step, steps, losses, start)
+    return losses
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "clipped_adam"])
+@pytest.mark.parametrize("elbo", ["trace", "meanfield", "stl"])
+def test_the_recorded_branch_of_the_step_takes_the_eager_steps(elbo, optimizer, device, request):
+    """Capturable Adam with its learning rate a tensor decayed inside the step, and the recorded step's gradient
+    bookkeeping, against the fused Adam and ExponentialLR of the eager step: the same losses to float tolerance."""
+    if device != "cpu":
+        pytest.skip("the stand-in runs the recorded branch on the CPU")
+    eager, settings = regression_step(elbo=elbo, optimizer=optimizer)
+    expected = run(eager, settings.steps)
+    request.getfixturevalue("recorded_on_the_cpu")
+    recorded, _ = regression_step(elbo=elbo, optimizer=optimizer)
+    assert recorded.graphed is not None and recorded.optimizer.param_groups[0]["capturable"]
+    losses = run(recorded, settings.steps)
+    torch.testing.assert_close(losses, expected, rtol=1e-2, atol=0)
+    lr = recorded.optimizer.param_groups[0]["lr"]
+    assert isinstance(lr, torch.Tensor) and float(lr) == pytest.approx(settings.lr * settings.lr_decay, rel=1e-4)
+
+
+@pytest.mark.parametrize("how", ["refused", "failed"])
+def test_a_step_that_cannot_be_recorded_goes_on_eagerly_with_adams_state(how, recorded_on_the_cpu, device):
+    if device != "cpu":
+        pytest.skip("the stand-in runs the recorded branch on the CPU")
+    recorded_on_the_cpu.refuse = "the step reads a value back" if how == "refused" else None
+    recorded_on_the_cpu.fail = "operation not permitted when stream is capturing" if how == "failed" else None
+    step, settings = regression_step()
+    with pytest.warns(CaptureFallback, match="running eagerly: " + ("the step reads a value back" if how == "refused"
+                                                                     else "recording the step as a CUDA graph failed "
+                                                                          r"\(operation not permitted")):
+        losses = run(step, settings.steps)
+    assert step.graphed is None and not step.optimizer.param_groups[0]["capturable"]
+    assert not isinstance(step.optimizer.param_groups[0]["lr"], torch.Tensor)
+    monkeypatch = pytest.MonkeyPatch()
+    with monkeypatch.context() as patch:
+        patch.setattr("pyro_vi_zoo.engine.step.wants_capture", lambda *args, **kwargs: False)
+        eager, _ = regression_step()
+        expected = run(eager, settings.steps)
+    # the refused step ran its warm-up recorded; the failed one lost no step: Adam's moments and the decayed
+    # learning rate carried over, so the fit goes on as if nothing happened
+    torch.testing.assert_close(losses, expected, rtol=1e-2, atol=0)
+    assert step.optimizer.param_groups[0]["lr"] == pytest.approx(settings.lr * settings.lr_decay, rel=1e-4)
+
+
+@pytest.mark.parametrize("direction", ["eager to recorded", "recorded to eager"])
+def test_a_checkpoint_resumes_whether_or_not_either_step_is_recorded(direction, recorded_on_the_cpu, device,
+                                                                     monkeypatch):
+    """A checkpoint written on the CPU (eager) resumes on a GPU (recorded), and the other way round: Adam's
+    state and the decayed learning rate carry over, and the resumed fit takes the uninterrupted one's steps."""
+    from pyro_vi_zoo.engine.checkpoints import fit_state, load_fit_state
+
+    if device != "cpu":
+        pytest.skip("the stand-in runs the recorded branch on the CPU")
+    import pyro_vi_zoo.engine.step as step_module
+
+    record = {"eager to recorded": (False, True), "recorded to eager": (True, False)}[direction]
+    wants = step_module.wants_capture
+    steps = lambda recorded: regression_step() if recorded else _eager_step(monkeypatch, wants)
+    first, settings = steps(record[0])
+    losses = run(first, 100)
+    state = {**fit_state(first), "optimizer": first.optimizer_state()}
+    random_state = pyro.util.get_rng_state()
+    losses = run(first, 100, start=100, losses=torch.cat([losses, torch.zeros(100)]))
+
+    second, _ = steps(record[1])
+    load_fit_state(second, state)
+    second.load_optimizer_state(state["optimizer"])
+    pyro.util.set_rng_state(random_state)
+    resumed = run(second, 100, start=100, losses=torch.zeros(200))
+    torch.testing.assert_close(resumed[100:], losses[100:], rtol=1e-2, atol=0)
+    assert float(second.optimizer.param_groups[0]["lr"]) == pytest.approx(settings.lr * settings.lr_decay, rel=1e-4)
+
+
+def _eager_step(monkeypatch, wants):
+    with monkeypatch.context() as patch:
+        patch.setattr("pyro_vi_zoo.engine.step.wants_capture", lambda *args, **kwargs: False)
+        return regression_step()
 
 
 def test_auto_on_the_cpu_fits_eagerly_without_a_warning(device):

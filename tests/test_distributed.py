@@ -99,15 +99,32 @@ def test_regression_and_mixture_plates_take_rows_chosen_outside(model_name, devi
 
 
 def test_a_batch_copies_what_changed_and_leaves_the_whole_data_set_alone():
-    from pyro_vi_zoo.engine.batches import copy_into
+    from pyro_vi_zoo.engine.batches import copy_into, snapshot
 
     data, rows = torch.arange(6.0), torch.tensor([0, 1])
+    first = snapshot((data, rows))
     buffers = (data.clone(), rows.clone())
     buffers[0].fill_(-1.0)  # were the data copied, this would be overwritten
-    copy_into(buffers, (data, torch.tensor([4, 5])), first=(data, rows))
+    copy_into(buffers, (data, torch.tensor([4, 5])), first=first)
     assert torch.equal(buffers[1], torch.tensor([4, 5])) and (buffers[0] == -1).all()
     copy_into(buffers, (data, torch.tensor([2, 3])))  # without the first batch, everything is copied
     assert torch.equal(buffers[0], data) and torch.equal(buffers[1], torch.tensor([2, 3]))
+
+
+def test_a_batch_refilled_in_place_is_copied_and_one_of_another_shape_is_refused():
+    """A ``make_batch`` that refills one tensor and returns it each time passes the same object with new values:
+    copied all the same. A batch of another shape would broadcast silently into the step's inputs."""
+    from pyro_vi_zoo.engine.batches import copy_into, snapshot
+
+    reused = torch.zeros(2, 3)
+    first = snapshot((reused,))
+    buffers = (reused.clone(),)
+    reused.fill_(7.0)  # the next batch, in the same tensor
+    copy_into(buffers, (reused,), first=first)
+    assert (buffers[0] == 7.0).all()
+    with pytest.raises(ZooError, match=r"a batch's argument 0 is \(1, 3\), where the first batch's was \(2, 3\); "
+                                       "batches must keep their shapes"):
+        copy_into(buffers, (torch.ones(1, 3),))
 
 
 def test_a_global_batch_that_does_not_split_evenly_is_one_clear_error():

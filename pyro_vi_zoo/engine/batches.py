@@ -74,17 +74,30 @@ class BatchFeeder:
         return self.batches.make_batch(self.order[start:start + self.batches.local_size])
 
 
+def snapshot(values):
+    """What :func:`copy_into` needs of the first batch to know a later batch's tensor unchanged: the tensor
+    and its version counter (a tensor refilled in place is the same object with a newer version)."""
+    pairs = enumerate(values) if isinstance(values, tuple) else values.items()
+    taken = {key: (value, value._version) if isinstance(value, torch.Tensor) else None for key, value in pairs}
+    return tuple(taken.values()) if isinstance(values, tuple) else taken
+
+
 def copy_into(buffers, values, first=None) -> None:
     """Copy a batch's tensors into the step's input tensors (same shapes); other values must not change.
 
-    A tensor that is the very object the first batch held (``first``: the whole data set that every
-    batch passes, say) is unchanged and not copied again."""
+    A tensor that is the very object the first batch held, unmodified since (``first``, a :func:`snapshot`:
+    the whole data set that every batch passes, say), is not copied again."""
     keys = range(len(buffers)) if isinstance(buffers, tuple) else list(buffers)
     for key in keys:
         buffer, value = buffers[key], values[key]
-        if first is not None and value is first[key]:
+        if first is not None and first[key] is not None and value is first[key][0] and value._version == first[key][1]:
             continue
         if isinstance(buffer, torch.Tensor):
+            if not isinstance(value, torch.Tensor) or value.shape != buffer.shape:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ZooError(f"a batch's argument {key!r} is {shape}, where the first batch's was "
+                               f"{tuple(buffer.shape)}; batches must keep their shapes (make_batch gets a fixed "
+                               "number of rows: the last partial batch is dropped).")
             buffer.copy_(value)
         elif buffer != value:
             raise ZooError(f"a batch changed the non-tensor argument {buffer!r} to {value!r}; batches must keep "

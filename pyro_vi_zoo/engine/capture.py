@@ -7,10 +7,12 @@ one launch. What it needs, and the engine provides: a sync-free ELBO (:mod:`.elb
 ``capturable=True`` and its learning rate as a device tensor decayed inside the step, gradient clipping
 on the device, minibatches copied into the step's own input tensors, and validation off. Whatever
 cannot be recorded runs eagerly, with one line that says why: the last warm-up step looks for numbers
-copied from the host and values read back to it (the common causes, named with their line of code),
-and a recording that fails says what CUDA said.
+copied from the host and values read back to it (the common causes, named with their line of code) and
+asks torch for the synchronisations it makes itself; a recording that still fails says what CUDA said,
+and leaves the stream and the random state as they were.
 """
 
+import contextlib
 import os
 import traceback
 import warnings
@@ -72,18 +74,24 @@ def wants_capture(choice: str, device: torch.device, elbo: str, replicas: int = 
 
 
 class HostTrafficRecorder(TorchFunctionMode):
-    """Records what a CUDA graph cannot hold: a tensor built from Python data (``torch.tensor(1.0)``, a
-    number in a distribution), a copy from the host at every step; and a value read back to the host
-    (``.item()``, ``if`` on a tensor, ``float()``, printing, a boolean mask, ``nonzero``), a synchronisation.
+    """Records what a CUDA graph cannot hold: a copy from the host at every step (``torch.tensor(1.0)``, a
+    number in a distribution, ``.to(device)`` of a CPU tensor) and a value read back to the host (``.item()``,
+    ``if`` on a tensor, ``float()``, printing, a boolean mask, ``nonzero``, ``torch.equal``), a synchronisation.
     Only tensors on a device other than the CPU count (any device with ``include_cpu``, which finds on
     the CPU what would sync on a GPU). ``copies`` and ``reads`` name each call and the code that made it.
+    Calls are seen as the user's code makes them, not inside torch's own functions: a synchronisation
+    inside torch's C++ (``torch.linalg.cholesky``'s check) is what :func:`synchronisations` finds.
     """
 
     FACTORIES = (torch.tensor, torch.as_tensor, torch.scalar_tensor, torch.Tensor.new_tensor)
+    MOVES = (torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.copy_)
     READS = (torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__float__,
              torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.__format__, torch.Tensor.__repr__,
-             torch.Tensor.__str__, torch.Tensor.nonzero, torch.nonzero, torch.Tensor.masked_select, torch.masked_select,
-             torch.Tensor.unique, torch.unique, torch.Tensor.cpu, torch.Tensor.numpy)
+             torch.Tensor.__str__, torch.Tensor.__contains__, torch.Tensor.nonzero, torch.nonzero,
+             torch.Tensor.masked_select, torch.masked_select, torch.Tensor.unique, torch.unique, torch.Tensor.cpu,
+             torch.Tensor.numpy, torch.equal, torch.Tensor.equal, torch.allclose, torch.Tensor.allclose)
+    #: functions whose result's size is read back unless it is given
+    SIZED = {torch.repeat_interleave: "output_size", torch.Tensor.repeat_interleave: "output_size"}
 
     def __init__(self, include_cpu: bool = False):
         super().__init__()
@@ -106,9 +114,12 @@ class HostTrafficRecorder(TorchFunctionMode):
         return None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if args and isinstance(args[0], torch.Tensor) and self._counts(args[0]) and self._reads(func, args):
+        kwargs = kwargs or {}
+        if args and isinstance(args[0], torch.Tensor) and self._counts(args[0]) and self._reads(func, args, kwargs):
             self.reads.append(f"{func.__name__}() in {_caller()}")
-        result = func(*args, **(kwargs or {}))
+        if func in self.MOVES and isinstance(args[0], torch.Tensor) and self._moves_to_device(func, args):
+            self.copies.append(f"{func.__name__}() of a CPU tensor in {_caller()}")
+        result = func(*args, **kwargs)
         if func in self.FACTORIES and args:
             data = args[1] if func is torch.Tensor.new_tensor else args[0]
             if not isinstance(data, torch.Tensor) and result.numel() and self._counts(result):
@@ -121,13 +132,38 @@ class HostTrafficRecorder(TorchFunctionMode):
     def _counts(self, tensor: torch.Tensor) -> bool:
         return self.include_cpu or tensor.device.type != "cpu"
 
-    def _reads(self, func, args) -> bool:
+    def _moves_to_device(self, func, args) -> bool:
+        """A CPU tensor copied to another device (``copy_``: into one), which costs a copy from the host."""
+        if func is torch.Tensor.copy_:
+            source, target = args[1], args[0]
+            return isinstance(source, torch.Tensor) and source.device.type == "cpu" and target.device.type != "cpu"
+        return args[0].device.type == "cpu" and _target_device(func, args) not in (None, "cpu")
+
+    def _reads(self, func, args, kwargs) -> bool:
         if func in self.READS:
             return func is not torch.Tensor.numpy or self.include_cpu  # numpy() of a GPU tensor fails anyway
-        if func is torch.Tensor.__getitem__:  # a boolean mask: the result's length is read back
-            index = args[1] if isinstance(args[1], tuple) else (args[1],)
+        if func in self.SIZED:
+            return isinstance(args[1] if len(args) > 1 else kwargs.get("repeats"), torch.Tensor) \
+                and kwargs.get(self.SIZED[func]) is None
+        if func is torch.where:  # torch.where(condition) alone is nonzero
+            return len(args) + len(kwargs) == 1
+        if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__, torch.Tensor.index_put_,
+                    torch.Tensor.index_put):  # a boolean mask: how many entries it keeps is read back
+            index = args[1] if isinstance(args[1], (tuple, list)) else (args[1],)
             return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index)
         return False
+
+
+def _target_device(func, args) -> Optional[str]:
+    """The device type that ``tensor.to(...)`` or ``tensor.cuda()`` moves to, if it names one."""
+    if func is torch.Tensor.cuda:
+        return "cuda"
+    for argument in args[1:]:
+        if isinstance(argument, (str, torch.device)):
+            return torch.device(argument).type
+        if isinstance(argument, torch.Tensor):
+            return argument.device.type
+    return None
 
 
 def _caller() -> str:
@@ -138,37 +174,74 @@ def _caller() -> str:
     return "torch or Pyro"
 
 
+#: what ``torch.cuda.set_sync_debug_mode("warn")`` says of a synchronising call
+SYNC_WARNING = "called a synchronizing CUDA operation"
+
+
+@contextlib.contextmanager
+def synchronisations():
+    """Collects, as ``(file, line)``, where torch synchronised with the host inside the block, including inside
+    its C++ (what :class:`HostTrafficRecorder` cannot see); torch's other warnings pass through."""
+    found: List[str] = []
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield found
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    for warning in caught:
+        if SYNC_WARNING in str(warning.message):
+            found.append(f"{warning.filename}:{warning.lineno}")
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+class RecordingFailed(RuntimeError):
+    """Recording the step as a CUDA graph failed; the message is what CUDA first objected to."""
+
+
 class GraphedUpdate:
     """Runs ``update()`` eagerly on a side stream for the first steps, then records it and replays it.
 
     ``update()`` must return the step's loss as a device tensor and do no host synchronisation;
     its inputs must live in tensors that are refilled in place between calls. The last warm-up step
-    looks for tensors built from Python data and values read back to the host; where it finds one,
-    ``refused`` says where, and the step is not recorded.
+    looks for tensors built from Python data, values read back to the host and torch's own
+    synchronisations; where it finds one, ``refused`` says where, and the step is not recorded.
+    A recording that fails raises :class:`RecordingFailed` with the current stream and the random
+    state as they were, so that the step can go on eagerly.
     """
 
-    def __init__(self, update):
+    def __init__(self, update, device: torch.device):
         self.update = update
+        self.device = torch.device(device)
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.static_loss: Optional[torch.Tensor] = None
         self.eager_steps = 0
         self.refused: Optional[str] = None
-        self.stream = torch.cuda.Stream()
+        with torch.cuda.device(self.device):  # streams and graphs belong to a device: this step's, not device 0
+            self.stream = torch.cuda.Stream()
 
     def __call__(self) -> torch.Tensor:
         if self.graph is not None:
-            self.graph.replay()
+            with torch.cuda.device(self.device):
+                self.graph.replay()
             return self.static_loss
-        if self.eager_steps < WARMUP_STEPS - 1:
-            self.eager_steps += 1
-            return self._on_side_stream()
-        if self.eager_steps == WARMUP_STEPS - 1:
-            self.eager_steps += 1
-            with HostTrafficRecorder() as recorder:
-                loss = self._on_side_stream()
-            self.refused = recorder.refusal()
-            return loss
-        return self._record_then_replay()
+        with torch.cuda.device(self.device):
+            if self.eager_steps < WARMUP_STEPS - 1:
+                self.eager_steps += 1
+                return self._on_side_stream()
+            if self.eager_steps == WARMUP_STEPS - 1:
+                self.eager_steps += 1
+                with HostTrafficRecorder() as recorder, synchronisations() as syncs:
+                    loss = self._on_side_stream()
+                self.refused = recorder.refusal() or (
+                    f"the step synchronises with the host inside torch at every step, at {syncs[0]} "
+                    "(torch.linalg.cholesky and inv check their result on the host: use cholesky_ex, inv_ex)"
+                    if syncs else None)
+                return loss
+            return self._record_then_replay()
 
     def _on_side_stream(self) -> torch.Tensor:
         self.stream.wait_stream(torch.cuda.current_stream())
@@ -178,9 +251,33 @@ class GraphedUpdate:
         return loss
 
     def _record_then_replay(self) -> torch.Tensor:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.static_loss = self.update()
+        graph, pool = torch.cuda.CUDAGraph(), torch.cuda.graph_pool_handle()
+        generator = torch.cuda.default_generators[self.device.index or 0]
+        random_state = generator.clone_state() if hasattr(generator, "clone_state") else None
+        first: List[BaseException] = []
+        try:
+            # torch.cuda.graph leaves its stream current when ending a failed recording raises: this one restores it
+            with torch.cuda.stream(self.stream), torch.cuda.graph(graph, pool=pool, stream=self.stream):
+                try:
+                    self.static_loss = self.update()
+                except BaseException as error:
+                    first.append(error)
+                    raise
+        except Exception as error:
+            _clean_up_after_failed_recording(self.device, pool, generator, random_state)
+            cause = first[0] if first else error
+            raise RecordingFailed(str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__) \
+                from error
         self.graph = graph
         graph.replay()  # recording does not run the step
         return self.static_loss
+
+
+def _clean_up_after_failed_recording(device, pool, generator, random_state) -> None:
+    """What ending a failed recording skips in torch: the allocator stops sending this stream's memory to the
+    graph's pool, and the generator leaves its recording state (else every later draw on the device fails)."""
+    with contextlib.suppress(Exception):
+        torch._C._cuda_endAllocateToPool(device.index or 0, pool)
+    if random_state is not None:
+        with contextlib.suppress(Exception):
+            generator.graphsafe_set_state(random_state)

@@ -43,7 +43,7 @@ class Checkpoints:
             "index": next_index,
             "losses": losses[:next_index].detach().cpu(),
             **fit_state(step),
-            "optimizer": step.optimizer.state_dict(),
+            "optimizer": step.optimizer_state(),
             "schedule": None if step.schedule is None else step.schedule.state_dict(),
             "order": None if step.feeder is None else step.feeder.order,
             "rng": get_rng_state(),
@@ -60,7 +60,7 @@ class Checkpoints:
     def restore(self, step, losses: torch.Tensor, state: Dict[str, Any]) -> int:
         """Put ``state`` into a freshly built ``step``; returns the index of the next step."""
         load_fit_state(step, state)
-        step.optimizer.load_state_dict(state["optimizer"])
+        step.load_optimizer_state(state["optimizer"])
         if step.schedule is not None and state["schedule"] is not None:
             step.schedule.load_state_dict(state["schedule"])
         if step.feeder is not None and state["order"] is not None:

@@ -18,8 +18,8 @@ import torch._dynamo  # noqa: F401  (torch imports it with the first optimiser: 
 from pyro import infer
 
 from ..errors import DivergenceError, ZooError
-from .batches import BatchFeeder, copy_into
-from .capture import CaptureFallback, GraphedUpdate, wants_capture
+from .batches import BatchFeeder, copy_into, snapshot
+from .capture import CaptureFallback, GraphedUpdate, RecordingFailed, wants_capture
 from .distributed import world
 from .elbos import SyncFreeMeanFieldELBO, SyncFreeTraceELBO, SyncFreeTraceEnumELBO
 from .estimators import DReGELBO, ImportanceWeightedELBO, ScoreFunctionELBO, STLTraceELBO
@@ -67,7 +67,7 @@ class SVIStep:
         self.world = world()
         if feeder is not None:  # the inputs become tensors of this step's own, refilled with every batch
             args, kwargs = feeder.batch(0)
-            self.first_batch = (tuple(args), dict(kwargs))  # a batch's tensor that is one of these is unchanged
+            self.first_batch = (snapshot(tuple(args)), snapshot(dict(kwargs)))  # what later batches need not copy
             args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
             kwargs = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
         self.args, self.kwargs = tuple(args), dict(kwargs)
@@ -96,10 +96,53 @@ class SVIStep:
             # a learning rate that lives on the device and decays inside the recorded step
             self.optimizer = torch.optim.Adam(self.params, lr=torch.tensor(settings.lr, device=device), capturable=True)
             self.schedule = None
-            self.graphed = GraphedUpdate(self._update)
+            self.graphed = GraphedUpdate(self._update, device)
         else:
-            self.optimizer = _adam(self.params, settings.lr)
-            self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, self.gamma) if self.gamma < 1 else None
+            self._eager_optimizer(settings.lr)
+
+    def _eager_optimizer(self, lr: float) -> None:
+        self.optimizer = _adam(self.params, lr)
+        self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, self.gamma) if self.gamma < 1 else None
+
+    def _run_eagerly(self, why: str) -> None:
+        """From now on the step runs eagerly, with the fused Adam, carrying over the optimiser's state."""
+        warnings.warn(f"running eagerly: {why}", CaptureFallback)
+        state = self.optimizer_state()
+        self.graphed = None
+        self._eager_optimizer(state["param_groups"][0]["lr"])
+        self.load_optimizer_state(state)
+
+    def optimizer_state(self) -> dict:
+        """The optimiser's state, with its learning rate as a number whether or not the step is recorded, so that
+        a checkpoint written by a recorded step resumes in an eager one and the other way round."""
+        state = self.optimizer.state_dict()
+        for group in state["param_groups"]:
+            group["lr"] = float(group["lr"])
+        return state
+
+    def load_optimizer_state(self, state: dict) -> None:
+        """Put :meth:`optimizer_state` into this step's optimiser, keeping its own kind (recorded or eager)."""
+        own = [{key: group[key] for key in ("lr", "capturable", "fused") if key in group}
+               for group in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(state)
+        for group, kept in zip(self.optimizer.param_groups, own):
+            lr = float(group["lr"])
+            group.update(kept)
+            self.set_lr(lr, group)
+            on_device = group.get("capturable") or group.get("fused")
+            for parameter in group["params"]:
+                moments = self.optimizer.state.get(parameter, {})
+                if "step" in moments:  # a recorded or fused Adam counts steps on the device, the plain one on the CPU
+                    moments["step"] = moments["step"].to(parameter.device if on_device else "cpu", torch.float32)
+
+    def set_lr(self, lr: float, group: Optional[dict] = None) -> None:
+        """Set the learning rate (of one parameter ``group``, else all): in place where it is a device tensor,
+        which a recorded step reads at every replay."""
+        for each in [group] if group is not None else self.optimizer.param_groups:
+            if isinstance(each["lr"], torch.Tensor):
+                each["lr"].fill_(lr)
+            else:
+                each["lr"] = lr
 
     def _recordable(self) -> bool:
         """False, with one line saying why, when the warm-up call found that the ELBO reads values back."""
@@ -135,16 +178,11 @@ class SVIStep:
         if self.graphed is not None:
             try:
                 loss = self.graphed()
-            except RuntimeError as error:  # a model or guide that cannot be recorded
-                if self.graphed.graph is not None:
-                    raise
-                warnings.warn(f"running eagerly: recording the step as a CUDA graph failed ({str(error).splitlines()[0]})",
-                              CaptureFallback)
-                self.graphed = None
+            except RecordingFailed as error:  # a model or guide that cannot be recorded
+                self._run_eagerly(f"recording the step as a CUDA graph failed ({error})")
             else:
                 if self.graphed.refused:  # found before recording: this step ran, the next ones run eagerly
-                    warnings.warn(f"running eagerly: {self.graphed.refused}", CaptureFallback)
-                    self.graphed = None
+                    self._run_eagerly(self.graphed.refused)
                 return loss
         return self._update()
 
