@@ -1,5 +1,6 @@
 """The Bayesian AutoRec model and its guides, checked against hand computations on small tensors."""
 
+import functools
 import math
 
 import pyro
@@ -242,3 +243,21 @@ def test_map_fit_beats_the_global_mean(device):
     with torch.no_grad():
         prediction = net.predict_mean(inputs, guide.median()).clamp(data.rating_min, data.rating_max)
     assert rmse(prediction) < 0.9 * rmse(global_mean.expand_as(test_targets))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_model_and_its_guide_follow_the_ratings_dtype_not_torchs_default(dtype, device):
+    """Ratings from numpy or pandas arrive as float64: the model's priors follow them, and a guide built from
+    the model is made in the model's dtype (here also with torch's default set to the other dtype)."""
+    other = torch.float32 if dtype == torch.float64 else torch.float64
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(other)
+    try:
+        ratings = torch.randint(1, 6, (ROWS, COLUMNS), device=device).to(dtype)
+        net = BayesianAutoRec(COLUMNS, hidden=HIDDEN)
+        net(ratings)  # the first call moves the priors to the data
+        guide = autorec_mean_field(net)
+        loss = Trace_ELBO().differentiable_loss(functools.partial(autorec, net=net), guide, ratings, ratings)
+    finally:
+        torch.set_default_dtype(previous)
+    assert loss.dtype == dtype and torch.isfinite(loss) and guide.encoder_weight_loc.dtype == dtype

@@ -170,4 +170,5 @@ def test_comparison_rows_carry_their_configuration_and_files_are_written(default
     for name in ("results.csv", "results.json", "settings.json", "elbo_traces.png", "marginals.png",
                  "predictive_band.png", "mean_band.png", "parameters/mean_field.pt"):
         assert (run_dir / name).exists(), name
-    assert set(torch.load(run_dir / "parameters/mean_field.pt")) == {"weight_loc", "weight_scale", "bias_loc", "bias_scale"}
+    names = {f"bayes_regression.{name}" for name in ("weight_loc", "weight_scale", "bias_loc", "bias_scale")}
+    assert set(torch.load(run_dir / "parameters/mean_field.pt")) == names

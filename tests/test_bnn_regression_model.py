@@ -176,12 +176,12 @@ def test_guide_initialisation_is_small_scale_and_kaiming_uniform(data):
     net = BayesianMLP(NUM_FEATURES, hidden=(200,))
     _, guide = bind(net)
     trace = poutine.trace(guide).get_trace(x, y)
-    loc = pyro.param("layers.0.weight_loc").detach()
+    loc = pyro.param("bnn_regression.layers.0.weight_loc").detach()
     bound = 1 / math.sqrt(NUM_FEATURES)
     assert loc.shape == (200, 3) and float(loc.abs().max()) <= bound and float(loc.abs().max()) > 0.9 * bound
     scale = trace.nodes["layers.1.weight"]["fn"].base_dist.scale
     torch.testing.assert_close(scale, torch.full((1, 200), 0.01))
-    assert float(pyro.param("sigma_loc").detach().exp()) == pytest.approx(float(y.std()), rel=1e-5)
+    assert float(pyro.param("bnn_regression.sigma_loc").detach().exp()) == pytest.approx(float(y.std()), rel=1e-5)
     assert all(name.endswith(("_loc", "_scale_raw")) for name in pyro.get_param_store().keys())
 
 
@@ -206,7 +206,7 @@ def test_model_and_guide_on_cuda(data):
     net = BayesianMLP(NUM_FEATURES, hidden=HIDDEN)
     model, guide = bind(net)
     loss = Trace_ELBO(num_particles=3, vectorize_particles=True, max_plate_nesting=1).loss(model, guide, x, y)
-    assert math.isfinite(loss) and net.noise_prior_scale.is_cuda and pyro.param("sigma_loc").is_cuda
+    assert math.isfinite(loss) and net.noise_prior_scale.is_cuda and pyro.param("bnn_regression.sigma_loc").is_cuda
 
 
 def test_function_entry_builds_a_network_when_none_is_given(data):
@@ -242,3 +242,20 @@ def test_maximum_likelihood_without_a_seed_draws_from_the_callers_stream():
     torch.manual_seed(3)
     fit_maximum_likelihood(x, y, hidden=(4,), num_steps=5, batch_size=8, seed=7)
     assert torch.equal(torch.rand(()), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_model_follows_the_datas_dtype_not_torchs_default(dtype, device):
+    """Features from numpy or pandas arrive as float64: a prior draw and the hand-written guide's ELBO run in
+    the data's dtype, with torch's default set to the other one."""
+    other = torch.float32 if dtype == torch.float64 else torch.float64
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(other)
+    try:
+        x = torch.randn(8, 3, device=device, dtype=dtype)
+        prediction = bnn_regression(x, hidden=(4,))
+        loss = Trace_ELBO().differentiable_loss(functools.partial(bnn_regression, hidden=(4,)),
+                                                functools.partial(bnn_regression_guide, hidden=(4,)), x, x.sum(-1))
+    finally:
+        torch.set_default_dtype(previous)
+    assert prediction.dtype == dtype and loss.dtype == dtype and torch.isfinite(loss)

@@ -39,7 +39,7 @@ def test_two_fits_share_no_parameter(device):
     after = first.parameters()
     assert set(before) == set(after) == set(second.parameters())
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert not torch.equal(after["weight_loc"], second.parameters()["weight_loc"])
+    assert not torch.equal(after["bayes_regression.weight_loc"], second.parameters()["bayes_regression.weight_loc"])
     assert len(pyro.get_param_store().keys()) == 0  # nothing leaked into the global store
 
 

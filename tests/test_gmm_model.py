@@ -238,8 +238,8 @@ def test_mean_field_guide_recovers_well_separated_components():
         svi = pyro.infer.SVI(functools.partial(gmm, ordered=True), guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
         for _ in range(300):
             svi.step(data)
-        locs = OrderedFirstColumnTransform()(pyro.param("locs_loc")).detach()
-        weights = pyro.param("weights_concentration").detach()
+        locs = OrderedFirstColumnTransform()(pyro.param("gmm.locs_loc")).detach()
+        weights = pyro.param("gmm.weights_concentration").detach()
     assert torch.allclose(locs, torch.tensor([[0.0, 0.0], [2.0, 2.0]]), atol=0.1)
     assert torch.allclose(weights / weights.sum(), torch.tensor([0.5, 0.5]), atol=0.05)
 
@@ -265,3 +265,26 @@ def test_one_dimensional_data_raises_a_data_error_that_says_reshape():
         gmm(torch.randn(10))
     with pytest.raises(DataError, match="float tensor"):
         gmm(np.zeros((10, 2)))
+
+
+@pytest.mark.parametrize("assignments", ["marginalised", "enumerated"])
+def test_parallel_predictive_takes_mcmc_shaped_draws(assignments, device):
+    """MCMC hands ``Predictive`` the weights as ``(S, K)``, with no slot for the data plate. Each of three draws
+    puts nearly all weight on one component with a location of its own and a tiny scale, so each draw's
+    predictions sit at that location: they do in parallel as they do one draw at a time. (``data`` gives the
+    number of points; ``poutine.uncondition`` draws new ones.)"""
+    data = torch.randn(40, 2, device=device)
+    chosen = torch.tensor([0, 1, 0], device=device)
+    locs = torch.tensor([[[-5.0, 0.0], [5.0, 1.0]], [[0.0, 0.0], [3.0, -3.0]], [[7.0, 7.0], [0.0, 0.0]]], device=device)
+    draws = {
+        "weights": torch.nn.functional.one_hot(chosen, 2).to(data.dtype).clamp(1e-6, 1.0),
+        "locs": locs,
+        "scales": torch.full((3, 2, 2), 1e-3, device=device),
+    }
+    model = poutine.uncondition(functools.partial(gmm, assignments=assignments))  # draw new points, as predictions
+    expected = locs[torch.arange(3), chosen]  # (3, 2): each draw's chosen location
+    for parallel in (False, True):
+        pyro.set_rng_seed(0)
+        predicted = Predictive(model, posterior_samples=draws, parallel=parallel, return_sites=["obs"])(data)["obs"]
+        assert predicted.shape == (3, 40, 2)
+        assert torch.allclose(predicted.median(1).values, expected, atol=0.01), (parallel, predicted.median(1).values)

@@ -47,3 +47,33 @@ def test_every_auto_guide_has_a_factory_and_unknown_names_are_refused():
     assert not get_guide_info("auto_delta").has_density and get_guide_info("auto_laplace").finalize is not None
     with pytest.raises(ZooError, match="unknown guide 'auto_flow'; choose one of: mean_field"):
         get_guide_info("auto_flow")
+
+
+def test_the_hand_written_guides_share_no_parameter_in_one_param_store():
+    """Pyro's param store is global: a program that uses two of the zoo's models must not hand one the other's
+    parameters (the regression, BNN and AutoRec guides all learn a noise scale ``sigma``). The BNN guide starts
+    its sigma at the targets' spread, whatever ran before it."""
+    from pyro_vi_zoo.guides import AutoRecMeanField, bayes_regression_guide, bnn_regression_guide, gmm_mean_field
+    from pyro_vi_zoo.models import BayesianAutoRec
+
+    x, y = torch.linspace(-1.0, 1.0, 20).unsqueeze(-1), 100.0 * torch.linspace(-1.0, 1.0, 20)
+    ratings = torch.rand(6, 5)
+    autorec_guide = AutoRecMeanField(BayesianAutoRec(5, hidden=3))
+    guides = {
+        "bayes_regression": lambda: bayes_regression_guide(x, y),
+        "bnn_regression": lambda: bnn_regression_guide(x, y, hidden=(4,)),
+        "gmm": lambda: gmm_mean_field(torch.randn(10, 2)),
+        "autorec": lambda: autorec_guide(ratings, ratings, torch.ones_like(ratings)),
+    }
+    names = {}
+    for model, guide in guides.items():
+        pyro.clear_param_store()
+        guide()
+        names[model] = set(pyro.get_param_store().keys())
+        assert names[model] and all(name.startswith(f"{model}.") for name in names[model]), names[model]
+    pyro.clear_param_store()
+    for guide in guides.values():
+        guide()
+    assert len(pyro.get_param_store().keys()) == sum(len(found) for found in names.values())
+    assert float(pyro.param("bnn_regression.sigma_loc").detach().exp()) == pytest.approx(float(y.std()), rel=1e-5)
+    pyro.clear_param_store()

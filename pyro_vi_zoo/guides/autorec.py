@@ -56,15 +56,16 @@ ENCODER_SITES = ("encoder.weight", "encoder.bias")
 
 
 def linear_layer_init(model: BayesianAutoRec, name: str, output_bias: Optional[float] = None) -> torch.Tensor:
-    """A starting value for weight site ``name`` as :class:`torch.nn.Linear` would draw it, on the model's device.
+    """A starting value for weight site ``name`` as :class:`torch.nn.Linear` would draw it, on the model's device
+    and in its dtype.
 
     ``output_bias`` (a float) replaces the draw for ``decoder.bias``.
     """
     shape, fan_in = model.site_shapes()[name]
     if name == "decoder.bias" and output_bias is not None:
-        return torch.full(shape, float(output_bias), device=model.device)
+        return torch.full(shape, float(output_bias), device=model.device, dtype=model.dtype)
     bound = 1.0 / math.sqrt(fan_in)
-    return torch.empty(shape, device=model.device).uniform_(-bound, bound)
+    return torch.empty(shape, device=model.device, dtype=model.dtype).uniform_(-bound, bound)
 
 
 def autorec_init_loc_fn(model: BayesianAutoRec, output_bias: Optional[float] = None,
@@ -76,7 +77,7 @@ def autorec_init_loc_fn(model: BayesianAutoRec, output_bias: Optional[float] = N
         if site["name"] in shapes:
             return linear_layer_init(model, site["name"], output_bias)
         if site["name"] == "sigma":
-            return torch.tensor(float(noise_scale), device=model.device)
+            return torch.tensor(float(noise_scale), device=model.device, dtype=model.dtype)
         return init_to_median(site)
 
     return init_loc
@@ -94,16 +95,16 @@ class AutoRecMeanField(PyroModule):
             draws it like the other locations.
         init_noise_scale: starting median of the LogNormal over a learned ``sigma``.
 
-    Parameters (PyroParams, made on the model's device when the guide is built):
-    ``<site>_loc`` and ``<site>_scale`` (softplus-positive) with the site's dots replaced by
-    underscores, e.g. ``encoder_weight_loc``; ``sigma_loc``/``sigma_scale`` for the noise.
+    Parameters (PyroParams, made on the model's device and in its dtype when the guide is built):
+    ``autorec.<site>_loc`` and ``autorec.<site>_scale`` (softplus-positive) with the site's dots replaced by
+    underscores, e.g. ``autorec.encoder_weight_loc``; ``autorec.sigma_loc``/``sigma_scale`` for the noise.
     Calling it returns the sampled values by site name.
     """
 
     def __init__(self, model: BayesianAutoRec, init_scale: float = DEFAULT_INIT_SCALE,
                  point_sites: Sequence[str] = (), init_output_bias: Optional[float] = None,
                  init_noise_scale: float = 1.0):
-        super().__init__()
+        super().__init__(name="autorec")  # its parameters are autorec.<name> in Pyro's global param store
         shapes = model.site_shapes()
         unknown = set(point_sites) - set(shapes)
         if unknown:
@@ -115,11 +116,11 @@ class AutoRecMeanField(PyroModule):
         for name in shapes:
             setattr(self, _attribute(name, "loc"), PyroParam(linear_layer_init(model, name, init_output_bias)))
             if name not in self.point_sites:
-                scale = torch.full(shapes[name][0], float(init_scale), device=model.device)
+                scale = torch.full(shapes[name][0], float(init_scale), device=model.device, dtype=model.dtype)
                 setattr(self, _attribute(name, "scale"), PyroParam(scale, constraint=constraints.softplus_positive))
         if self.learns_noise:
-            self.sigma_loc = PyroParam(torch.tensor(math.log(init_noise_scale), device=model.device))
-            self.sigma_scale = PyroParam(torch.tensor(float(init_scale), device=model.device),
+            self.sigma_loc = PyroParam(torch.tensor(math.log(init_noise_scale), device=model.device, dtype=model.dtype))
+            self.sigma_scale = PyroParam(torch.tensor(float(init_scale), device=model.device, dtype=model.dtype),
                                          constraint=constraints.softplus_positive)
 
     def forward(self, inputs: torch.Tensor, targets: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,

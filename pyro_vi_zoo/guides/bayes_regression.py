@@ -11,6 +11,9 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import constraints
 
+#: the guide's parameters are named ``bayes_regression.<name>``, apart from any other model's in one param store
+PREFIX = "bayes_regression"
+
 
 def bayes_regression_guide(
     features: torch.Tensor,
@@ -24,15 +27,16 @@ def bayes_regression_guide(
 ):
     """Mean-field guide; same signature and latent site names as the model."""
     num_features = features.shape[-1]
-    weight_loc = pyro.param("weight_loc", lambda: features.new_zeros(num_features))
+    weight_loc = pyro.param(f"{PREFIX}.weight_loc", lambda: features.new_zeros(num_features))
     weight_scale = pyro.param(
-        "weight_scale", lambda: features.new_full((num_features,), 0.01), constraint=constraints.positive
+        f"{PREFIX}.weight_scale", lambda: features.new_full((num_features,), 0.01), constraint=constraints.positive
     )
     pyro.sample("weight", dist.Normal(weight_loc, weight_scale).to_event(1))
-    bias_loc = pyro.param("bias_loc", lambda: features.new_zeros(()))
-    bias_scale = pyro.param("bias_scale", lambda: features.new_tensor(0.01), constraint=constraints.positive)
+    bias_loc = pyro.param(f"{PREFIX}.bias_loc", lambda: features.new_zeros(()))
+    bias_scale = pyro.param(f"{PREFIX}.bias_scale", lambda: features.new_tensor(0.01), constraint=constraints.positive)
     pyro.sample("bias", dist.Normal(bias_loc, bias_scale))
     if noise_scale is None:
-        sigma_loc = pyro.param("sigma_loc", lambda: features.new_zeros(()))
-        sigma_scale = pyro.param("sigma_scale", lambda: features.new_tensor(0.01), constraint=constraints.positive)
+        sigma_loc = pyro.param(f"{PREFIX}.sigma_loc", lambda: features.new_zeros(()))
+        sigma_scale = pyro.param(f"{PREFIX}.sigma_scale", lambda: features.new_tensor(0.01),
+                                 constraint=constraints.positive)
         pyro.sample("sigma", dist.LogNormal(sigma_loc, sigma_scale))

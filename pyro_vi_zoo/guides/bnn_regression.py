@@ -29,6 +29,9 @@ from torch.nn import functional as F
 
 from ..models.bnn_regression import inverse_softplus, layer_sizes
 
+#: the guide's parameters are named ``bnn_regression.<name>``, apart from any other model's in one param store
+PREFIX = "bnn_regression"
+
 __all__ = ["bnn_regression_guide", "DEFAULT_INIT_SCALE"]
 
 DEFAULT_INIT_SCALE = 0.01
@@ -53,14 +56,14 @@ def bnn_regression_guide(x: torch.Tensor, y: torch.Tensor = None, *, net=None, h
 
 def _sample_normal(name: str, shape, fan_in: int, init_scale: float, x: torch.Tensor) -> torch.Tensor:
     bound = 1.0 / math.sqrt(fan_in)
-    loc = pyro.param(f"{name}_loc", lambda: x.new_empty(shape).uniform_(-bound, bound))
-    scale_raw = pyro.param(f"{name}_scale_raw", lambda: x.new_full(shape, inverse_softplus(init_scale)))
+    loc = pyro.param(f"{PREFIX}.{name}_loc", lambda: x.new_empty(shape).uniform_(-bound, bound))
+    scale_raw = pyro.param(f"{PREFIX}.{name}_scale_raw", lambda: x.new_full(shape, inverse_softplus(init_scale)))
     return pyro.sample(name, dist.Normal(loc, F.softplus(scale_raw)).to_event(len(shape)))
 
 
 def _sample_noise_scale(x: torch.Tensor, y: torch.Tensor, init_scale: float) -> torch.Tensor:
-    loc = pyro.param("sigma_loc", lambda: torch.log(_target_scale(x, y)))
-    scale_raw = pyro.param("sigma_scale_raw", lambda: x.new_tensor(inverse_softplus(init_scale)))
+    loc = pyro.param(f"{PREFIX}.sigma_loc", lambda: torch.log(_target_scale(x, y)))
+    scale_raw = pyro.param(f"{PREFIX}.sigma_scale_raw", lambda: x.new_tensor(inverse_softplus(init_scale)))
     return pyro.sample("sigma", dist.LogNormal(loc, F.softplus(scale_raw)))
 
 

@@ -21,6 +21,9 @@ from pyro.distributions import constraints
 
 from ..models.gmm import OrderedFirstColumnTransform, check_model_arguments
 
+#: the guide's parameters are named ``gmm.<name>``, apart from any other model's in one param store
+PREFIX = "gmm"
+
 
 def gmm_mean_field(data, *, num_components=2, assignments="marginalised", ordered=False, priors=None, subsample_size=None,
                    subsample=None):
@@ -28,13 +31,13 @@ def gmm_mean_field(data, *, num_components=2, assignments="marginalised", ordere
     check_model_arguments(data, num_components, assignments, priors)
     start = _lazy_initial_values(data, num_components, ordered)
     concentration = pyro.param(
-        "weights_concentration", lambda: data.new_full((num_components,), max(1.0, data.shape[0] / num_components)),
+        f"{PREFIX}.weights_concentration", lambda: data.new_full((num_components,), max(1.0, data.shape[0] / num_components)),
         constraint=constraints.positive,
     )
     pyro.sample("weights", dist.Dirichlet(concentration))
-    scales_loc = pyro.param("scales_loc", lambda: start()["scales"].log())
+    scales_loc = pyro.param(f"{PREFIX}.scales_loc", lambda: start()["scales"].log())
     scales_scale = pyro.param(
-        "scales_scale", lambda: data.new_full(start()["scales"].shape, 0.05), constraint=constraints.positive
+        f"{PREFIX}.scales_scale", lambda: data.new_full(start()["scales"].shape, 0.05), constraint=constraints.positive
     )
     with pyro.plate("components", num_components, dim=-1, device=data.device):
         pyro.sample("scales", dist.LogNormal(scales_loc, scales_scale).to_event(1))
@@ -49,9 +52,9 @@ def location_guide(start, data, ordered):
     Normals in the unconstrained space of the ordered transform (one (K, D) event)."""
     transform = OrderedFirstColumnTransform() if ordered else None
     initial = (lambda: transform.inv(start()["locs"])) if ordered else (lambda: start()["locs"])
-    locs_loc = pyro.param("locs_loc", initial)
+    locs_loc = pyro.param(f"{PREFIX}.locs_loc", initial)
     locs_scale = pyro.param(
-        "locs_scale", lambda: (0.1 * start()["scales"]).expand_as(locs_loc).clone(), constraint=constraints.positive
+        f"{PREFIX}.locs_scale", lambda: (0.1 * start()["scales"]).expand_as(locs_loc).clone(), constraint=constraints.positive
     )
     base = dist.Normal(locs_loc, locs_scale)
     return base if transform is None else dist.TransformedDistribution(base.to_event(2), transform)

@@ -190,6 +190,10 @@ class BayesianAutoRec(PyroModule):
     def device(self) -> torch.device:
         return self.encoder.prior_loc.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.prior_loc.dtype
+
     def site_shapes(self) -> Dict[str, Tuple[Tuple[int, ...], int]]:
         """Each weight site's ``(shape, fan_in)``: what a guide needs to build its parameters."""
         return {
@@ -215,8 +219,8 @@ class BayesianAutoRec(PyroModule):
 
     def forward(self, inputs: torch.Tensor, targets: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
                 *, num_rows: Optional[int] = None, subsample: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.device != inputs.device:
-            self.to(inputs.device)
+        if self.device != inputs.device or self.dtype != inputs.dtype:  # its priors follow the data
+            self.to(inputs.device, inputs.dtype)
         batch = inputs.shape[-2]
         size = batch if num_rows is None else int(num_rows)
         if subsample is None and size != batch:
@@ -241,7 +245,8 @@ def autorec(inputs: torch.Tensor, targets: Optional[torch.Tensor] = None, mask: 
 
     Pass a :class:`BayesianAutoRec` as ``net`` to reuse one (build it once and bind it
     with ``functools.partial``); otherwise one is built from ``hyper`` (the constructor's
-    keywords) for the columns of ``inputs``, on their device.
+    keywords) for the columns of ``inputs``, on their device. Shapes, sample sites and the returned
+    reconstruction are :class:`BayesianAutoRec`'s: ``inputs``, ``targets`` and ``mask`` ``(B, columns)``.
     """
     if net is None:
         with torch.device(inputs.device):

@@ -5,7 +5,7 @@
     y_i    ~ Normal(features_i · weight + bias, sigma)
 
 With ``noise_scale`` fixed the posterior of (weight, bias) is Gaussian in closed
-form (:func:`pyro_vi_zoo.references.exact_linear_regression`), which makes this
+form (:func:`pyro_vi_zoo.scoring.references.exact_linear_regression`), which makes this
 model the zoo's yardstick for guides.
 """
 

@@ -150,8 +150,8 @@ class BayesianMLP(PyroModule):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor = None, subsample_size: int = None,
                 subsample: torch.Tensor = None) -> torch.Tensor:
-        if self.noise_prior_scale.device != x.device:
-            self.to(x.device)
+        if self.noise_prior_scale.device != x.device or self.noise_prior_scale.dtype != x.dtype:  # priors follow the data
+            self.to(x.device, x.dtype)
         weights = self.sample_weights()
         sigma = self.sigma  # batch shape () or (..., S, 1): broadcasts against the (..., S, n) mean
         with minibatch_plate(x.shape[0], subsample_size, subsample, x.device) as index:
@@ -171,7 +171,8 @@ def bnn_regression(x: torch.Tensor, y: torch.Tensor = None, *, net: BayesianMLP 
     Pass a :class:`BayesianMLP` as ``net`` to reuse one (the usual case: build it
     once, bind it with ``functools.partial``); otherwise one is built from
     ``hidden``, ``prior_scale`` and ``noise_prior_scale`` for the columns of ``x``.
-    ``y=None`` samples predictions at ``x``.
+    ``x`` is ``(n, in)``, ``y`` ``(n,)`` or ``None``, which samples predictions at ``x``; the sample
+    sites and the returned mean ``(..., n)`` are :class:`BayesianMLP`'s.
     """
     if net is None:
         with torch.device(x.device):

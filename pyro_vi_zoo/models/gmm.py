@@ -29,7 +29,9 @@ model they are used in one shape, (..., 1, K, D), left of the data plate's dim.
 Vectorised ELBO particles and ``Predictive(parallel=True)`` add their plate at
 dim -2, enumeration uses the dims left of that. (Sampling locations and scales in
 a plate also keeps ``Predictive(parallel=True)`` right: it infers the sample
-shapes of global event-shaped sites from the guide's plates.)
+shapes of global event-shaped sites from the guide's plates; the weights get the
+data plate's slot inside the model, so posterior draws without a guide, MCMC's,
+work too.)
 
 References: Bishop (2006), Pattern Recognition and Machine Learning, ch. 9-10;
 Blei, Kucukelbir & McAuliffe (2017), "Variational inference: a review for
@@ -91,7 +93,8 @@ def gmm(data, *, num_components=2, assignments="marginalised", ordered=False, pr
             makes lives on its device and has its dtype.
         num_components: K >= 1.
         assignments: ``"marginalised"`` (MixtureSameFamily, fit with Trace_ELBO) or
-            ``"enumerated"`` (site ``assignment`` enumerated, fit with TraceEnum_ELBO).
+            ``"enumerated"`` (site ``assignment`` enumerated, fit with TraceEnum_ELBO; Pyro's auto
+            guides take the global sites only: ``AutoNormal(poutine.block(model, hide=["assignment"]))``).
         ordered: order the component locations along the first dimension.
         priors: a :class:`MixturePriors`; ``None`` means the defaults.
         subsample_size: minibatch size of the data plate, ``None`` for all points.
@@ -109,15 +112,24 @@ def gmm(data, *, num_components=2, assignments="marginalised", ordered=False, pr
             locs = pyro.sample("locs", location_prior(data, priors)).unsqueeze(-3)
     if ordered:
         locs = pyro.sample("locs", ordered_location_prior(data, num_components, priors))
+    mixing = with_data_slot(weights)
     with minibatch_plate(num_data, subsample_size, subsample, data.device) as index:
         batch = data if subsample_size is None and subsample is None else data.index_select(0, index)
         if assignments == "enumerated":
-            assignment = pyro.sample("assignment", dist.Categorical(weights), infer={"enumerate": "parallel"})
+            assignment = pyro.sample("assignment", dist.Categorical(mixing), infer={"enumerate": "parallel"})
             component = dist.Normal(Vindex(locs)[..., assignment, :], Vindex(scales)[..., assignment, :])
             pyro.sample("obs", component.to_event(1), obs=batch)
         else:
-            pyro.sample("obs", mixture_likelihood(weights, locs, scales), obs=batch)
+            pyro.sample("obs", mixture_likelihood(mixing, locs, scales), obs=batch)
     return weights, locs, scales
+
+
+def with_data_slot(weights: torch.Tensor) -> torch.Tensor:
+    """Mixture weights ``(..., K)`` with the data plate's slot, ``(..., 1, K)``, so that their sample dims sit
+    left of the data dim. Vectorised particles and a guide's draws already have it; posterior draws handed
+    to ``Predictive(parallel=True)`` (MCMC's ``(S, K)``) do not: Pyro pads a site by its event shape's
+    length only."""
+    return weights.unsqueeze(-2) if weights.dim() > 1 and weights.shape[-2] != 1 else weights
 
 
 def check_model_arguments(data, num_components, assignments, priors=None):
