@@ -9,6 +9,7 @@ and exits with status 130. Under ``torchrun`` the same command fits data-paralle
 """
 
 import argparse
+import os
 import sys
 import warnings
 from typing import Dict, List, Optional
@@ -48,11 +49,16 @@ def _defaults_text(setting: str) -> str:
     return f"default: {full}" + (f"; with --fast: {fast}" if fast else "")
 
 
+def _program() -> str:
+    """How the user called us, for usage lines: the console script or the module."""
+    return "pyro-vi-zoo" if os.path.basename(sys.argv[0]) == "pyro-vi-zoo" else "python -m pyro_vi_zoo.fit"
+
+
 def build_parser(family=None, add_help: bool = True) -> argparse.ArgumentParser:
     """The parser; with a ``family`` its own options carry their types, choices and defaults, and other
     models' flags are accepted only to be refused with a clear line (``--hidden`` does not apply to gmm)."""
     parser = argparse.ArgumentParser(
-        prog="python -m pyro_vi_zoo.fit",
+        prog=_program(),
         description="Fit a zoo model with several variational guides and compare their posteriors.",
         add_help=add_help,
     )
@@ -100,7 +106,7 @@ def build_parser(family=None, add_help: bool = True) -> argparse.ArgumentParser:
                              f"error (a process died or hung) (default: {distributed.DEFAULT_TIMEOUT_S})")
     parser.add_argument("--arviz", action="store_true",
                         help="also write each guide's draws as ArviZ InferenceData (netCDF) in the run folder "
-                             "(needs pip install -e '.[arviz]')")
+                             "(needs pip install arviz)")
     own = {option.flag: option for option in family.options} if family is not None else {}
     title = (f"options of {family.name}" if family is not None
              else "model-specific options (python -m pyro_vi_zoo.fit MODEL --help shows a model's own)")

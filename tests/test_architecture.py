@@ -4,7 +4,9 @@ import ast
 from collections import Counter
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "pyro_vi_zoo"
+import pyro_vi_zoo
+
+PACKAGE = Path(pyro_vi_zoo.__file__).resolve().parent  # the package under test, in a checkout or installed
 
 
 def module_name(path: Path) -> str:
@@ -78,6 +80,7 @@ def test_the_package_root_holds_the_runner_and_its_interfaces_only():
 def test_one_copy_of_each_helper():
     definitions = Counter(node.name for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
                           if isinstance(node, ast.FunctionDef) and not node.name.startswith("__"))
+    assert definitions["save_figure"] == 1 and len(definitions) > 100, f"read {len(definitions)} functions in {PACKAGE}"
     for name in ("save_figure", "inverse_softplus", "_inverse_softplus", "random_split", "atomic_write",
                  "atomic_torch_save", "predictive_band_figure", "heldout_scores"):
         assert definitions[name] <= 1, f"{name} is defined {definitions[name]} times"

@@ -340,5 +340,23 @@ def test_arviz_missing_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", lambda name, *args, **kwargs: (
         (_ for _ in ()).throw(ImportError(name)) if name == "arviz" else real_import(name, *args, **kwargs)))
     result = fit("bayes_regression", "auto_normal", data=cubic_arrays(100), steps=5, progress=False)
-    with pytest.raises(ZooError, match=r"ArviZ export needs arviz: pip install -e '.\[arviz\]'"):
+    with pytest.raises(ZooError, match=r"ArviZ export needs arviz: pip install arviz \(or the extra, pip install 'pyro_vi_zoo\[arviz\]'\)"):
         result.to_inference_data(10)
+
+
+@pytest.mark.parametrize("argv0, program", [("/venv/bin/pyro-vi-zoo", "pyro-vi-zoo"),
+                                            ("/repo/pyro_vi_zoo/fit.py", "python -m pyro_vi_zoo.fit")])
+def test_usage_names_the_command_the_user_typed(argv0, program, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [argv0])
+    assert build_parser().format_usage().startswith(f"usage: {program} ")
+
+
+def test_a_fit_result_prints_in_one_line_without_its_data():
+    import pyro_vi_zoo as zoo
+
+    x = torch.linspace(-1.0, 1.0, 300)
+    result = zoo.fit("bayes_regression", "mean_field", data=(x.unsqueeze(-1), 2 * x), steps=20, seed=0, progress=False,
+                     device="cpu")
+    text = repr(result)
+    assert text.startswith("FitResult('bayes_regression', guide='mean_field', steps=20, final_loss=")
+    assert "\n" not in text and "tensor" not in text and "device='cpu'" in text

@@ -50,6 +50,10 @@ class FitResult:
         if self.score_model is None:
             self.score_model = self.model
 
+    def __repr__(self) -> str:  # not the data set, the losses and the parameters, which a notebook would print whole
+        return (f"FitResult({self.model_name!r}, guide={self.guide_name!r}, steps={len(self.losses)}, "
+                f"final_loss={self.final_loss:.6g}, wall_time={self.wall_time:.3g}s, device={str(self.device)!r})")
+
     @contextlib.contextmanager
     def activate(self):
         """Make this fit's parameters the ones Pyro sees (module-local and param-store scoped), for evaluation:
@@ -103,7 +107,7 @@ class FitResult:
         except ImportError:
             from ..errors import ZooError
 
-            raise ZooError("ArviZ export needs arviz: pip install -e '.[arviz]' (or pip install arviz).") from None
+            raise ZooError("ArviZ export needs arviz: pip install arviz (or the extra, pip install 'pyro_vi_zoo[arviz]').") from None
         draws = self.sample_posterior(num_samples, sites)
         as_numpy = lambda values: {name: value.detach().cpu().numpy()[None] for name, value in values.items()}
         groups = {"posterior": as_numpy(draws)}
