@@ -161,8 +161,9 @@ def test_the_graphed_update_warms_up_looks_for_host_traffic_then_records_once(tr
     if traffic == "moves":
         assert graphed.refused.startswith("the step copies a number from the host at every step, to() of a CPU tensor")
     if traffic == "sync":
-        assert graphed.refused.startswith("the step synchronises with the host inside torch at every step, at "
-                                          "model.py:12 (torch.linalg.cholesky")
+        assert graphed.refused.startswith("the step synchronises with the host inside torch at every step, at ")
+        assert "test_capture.py" in graphed.refused and "warnings.warn_explicit(" in graphed.refused  # the user's line
+        assert "(torch.linalg.cholesky and inv check" in graphed.refused
         return
     if traffic:
         assert "test_capture.py" in graphed.refused
@@ -171,6 +172,16 @@ def test_the_graphed_update_warms_up_looks_for_host_traffic_then_records_once(tr
     with pytest.warns(UserWarning):
         assert float(graphed()) == 4.0 and graphed.graph is not None and FakeCuda.replays == 1  # recorded, replayed
     assert graphed() is graphed.static_loss and len(calls) == 4 and FakeCuda.replays == 2  # replays only
+
+
+def test_other_warnings_pass_the_synchronisation_check_even_when_the_step_fails(fake_cuda):
+    from pyro_vi_zoo.engine.capture import synchronisations
+
+    with pytest.warns(UserWarning, match="a warning of the model's own"), pytest.raises(ValueError):
+        with synchronisations() as found:
+            warnings.warn("a warning of the model's own", UserWarning)
+            raise ValueError("the step failed")
+    assert found == [] and fake_cuda.events[-1] == ("sync debug", 0)  # the debug mode is put back
 
 
 def test_a_failed_recording_says_what_cuda_first_objected_to_and_puts_the_stream_and_random_state_back(
@@ -354,6 +365,26 @@ def test_a_captured_fit_reaches_what_the_eager_fit_reaches(guide):
     for name, value in captured.sample_posterior(2000).items():
         reference = eager.sample_posterior(2000)[name]
         assert torch.allclose(value.mean(0), reference.mean(0), atol=0.05), name
+
+
+def synchronises_each_step(x, y=None):
+    """A user's model that waits for the device at every call: torch's sync debug mode does not see it, and
+    recording it fails."""
+    torch.cuda.synchronize()
+    weight = pyro.sample("weight", dist.Normal(x.new_zeros(()), x.new_ones(())))
+    with pyro.plate("data", x.shape[0], device=x.device):
+        pyro.sample("y", dist.Normal(weight * x, x.new_full((), 0.5)), obs=y)
+
+
+@needs_cuda
+def test_a_recording_that_fails_falls_back_and_leaves_the_device_usable():
+    x = torch.linspace(-1, 1, 50, device="cuda")
+    with pytest.warns(CaptureFallback, match=r"running eagerly: recording the step as a CUDA graph failed \("):
+        result = fit(synchronises_each_step, "auto_normal", data=(x, 2 * x), steps=50, seed=0, progress=False,
+                     device="cuda", capture="on")
+    assert np.isfinite(result.losses).all()
+    assert torch.randn(3, device="cuda").isfinite().all()  # the generator left its recording state
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()  # the recording's stream is no longer current
 
 
 @needs_cuda

@@ -28,7 +28,7 @@ CAPTURE_CHOICES = ("auto", "on", "off")
 CAPTURABLE_ELBOS = ("trace", "meanfield", "enum", "stl", "score", "iwae", "iwae_dreg")
 WARMUP_STEPS = 3
 #: code that is not the user's: a tensor made from Python data is reported where the user's code asked for it
-_LIBRARIES = tuple(os.path.dirname(module.__file__) for module in (torch, pyro)) + (__file__,)
+_LIBRARIES = tuple(os.path.dirname(module.__file__) for module in (torch, pyro)) + (__file__, warnings.__file__)
 
 
 class CaptureFallback(Note):
@@ -180,22 +180,31 @@ SYNC_WARNING = "called a synchronizing CUDA operation"
 
 @contextlib.contextmanager
 def synchronisations():
-    """Collects, as ``(file, line)``, where torch synchronised with the host inside the block, including inside
-    its C++ (what :class:`HostTrafficRecorder` cannot see); torch's other warnings pass through."""
+    """Collects where torch synchronised with the host inside the block (the user's line that called it),
+    including inside its C++ (what :class:`HostTrafficRecorder` cannot see); torch's other warnings pass
+    through, even when the block raises."""
     found: List[str] = []
-    previous = torch.cuda.get_sync_debug_mode()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            yield found
-        finally:
-            torch.cuda.set_sync_debug_mode(previous)
-    for warning in caught:
-        if SYNC_WARNING in str(warning.message):
-            found.append(f"{warning.filename}:{warning.lineno}")
+    others = []
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if SYNC_WARNING in str(message):
+            found.append(_caller())  # torch attributes its warning to the innermost Python frame, not the user's
         else:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+            others.append((message, category, filename, lineno))
+
+    previous = torch.cuda.get_sync_debug_mode()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = show
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                yield found
+            finally:
+                torch.cuda.set_sync_debug_mode(previous)
+    finally:
+        for message, category, filename, lineno in others:
+            warnings.warn_explicit(message, category, filename, lineno)
 
 
 class RecordingFailed(RuntimeError):
@@ -275,9 +284,16 @@ class GraphedUpdate:
 
 def _clean_up_after_failed_recording(device, pool, generator, random_state) -> None:
     """What ending a failed recording skips in torch: the allocator stops sending this stream's memory to the
-    graph's pool, and the generator leaves its recording state (else every later draw on the device fails)."""
-    with contextlib.suppress(Exception):
+    graph's pool and releases the pool (a graph releases it only after a recording that ended), and the
+    generator leaves its recording state (torch versions that keep one flag for it fail every later draw on
+    the device otherwise)."""
+    try:
         torch._C._cuda_endAllocateToPool(device.index or 0, pool)
+    except Exception:  # torch had ended it: the graph owns the pool and releases it
+        pass
+    else:
+        with contextlib.suppress(Exception):
+            torch._C._cuda_releasePool(device.index or 0, pool)
     if random_state is not None:
         with contextlib.suppress(Exception):
             generator.graphsafe_set_state(random_state)

@@ -55,7 +55,7 @@ class Checkpoints:
     def load(self) -> Optional[Dict[str, Any]]:
         if not self.path.exists():
             return None
-        return torch.load(self.path, weights_only=False)
+        return torch.load(self.path, weights_only=False, map_location="cpu")  # a GPU run resumes anywhere
 
     def restore(self, step, losses: torch.Tensor, state: Dict[str, Any]) -> int:
         """Put ``state`` into a freshly built ``step``; returns the index of the next step."""
@@ -68,7 +68,7 @@ class Checkpoints:
         losses[: state["index"]] = state["losses"].to(losses.device)
         self.earlier_seconds, self.started = float(state.get("wall_time", 0.0)), time.perf_counter()
         set_rng_state(state["rng"])
-        if state["cuda_rng"] is not None:
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         return int(state["index"])
 

@@ -130,10 +130,11 @@ class SVIStep:
             group.update(kept)
             self.set_lr(lr, group)
             on_device = group.get("capturable") or group.get("fused")
+            dtype = _step_dtype(bool(group.get("fused")))
             for parameter in group["params"]:
                 moments = self.optimizer.state.get(parameter, {})
                 if "step" in moments:  # a recorded or fused Adam counts steps on the device, the plain one on the CPU
-                    moments["step"] = moments["step"].to(parameter.device if on_device else "cpu", torch.float32)
+                    moments["step"] = moments["step"].to(parameter.device if on_device else "cpu", dtype)
 
     def set_lr(self, lr: float, group: Optional[dict] = None) -> None:
         """Set the learning rate (of one parameter ``group``, else all): in place where it is a device tensor,
@@ -214,6 +215,15 @@ class SVIStep:
         mean_loss = loss.detach().reshape(1).to(self.params[0].device, copy=True)
         self.world.average([parameter.grad for parameter in self.params] + [mean_loss])
         return mean_loss[0]
+
+
+def _step_dtype(fused: bool) -> torch.dtype:
+    """The dtype torch's Adam keeps its step count in (float32 when fused, else torch's default)."""
+    try:
+        from torch.optim.optimizer import _get_scalar_dtype
+        return _get_scalar_dtype(is_fused=fused)
+    except (ImportError, TypeError):
+        return torch.float32 if fused else torch.get_default_dtype()
 
 
 def _adam(params, lr):
