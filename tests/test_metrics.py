@@ -135,6 +135,52 @@ def test_pareto_khat_finds_a_known_tail_index(tail):
     assert metrics.pareto_khat(weights.log()) == pytest.approx(tail, abs=0.2)
 
 
+def test_khat_is_infinite_for_weights_past_floats_range_and_minus_infinite_for_rounding_noise():
+    """Log-weights with sd 1000 (a guide far off) underflow in the tail: k̂ is far above 0.7 (ArviZ gives 60-150),
+    not NaN. A guide equal to the posterior has log-weights equal up to float32 rounding of log p and log q
+    (sd 2e-4 around 2072, as Laplace's on the regression): bounded weights, −inf, not a tail index fitted to
+    rounding noise."""
+    generator = torch.Generator().manual_seed(0)
+    assert metrics.pareto_khat(1000.0 * torch.randn(1000, generator=generator, dtype=torch.float64)) == math.inf
+    rounding = 2072.0 + 2.2e-4 * torch.randn(1000, generator=generator)
+    assert metrics.pareto_khat(rounding) == float("-inf")
+    assert 0.0 < metrics.pareto_khat(torch.randn(1000, generator=generator, dtype=torch.float64)) < 0.7
+
+
+@pytest.mark.parametrize("columns", ["plate", "event"])
+def test_test_lpd_scores_a_rows_columns_jointly_however_the_model_declares_them(columns):
+    """mu ~ q = N(0, 1), y_ij ~ N(mu, 1), two columns per row: the predictive of a row is the bivariate Normal
+    with variances 2 and covariance 1, whose log density is not the sum of its marginals.
+    Columns in a plate and columns as an event score the same: the joint."""
+    from pyro_vi_zoo.engine import FitResult, FitSettings
+    from pyro_vi_zoo.scoring.predictive import heldout_scores
+
+    def model(x, y=None):
+        mu = pyro.sample("mu", dist.Normal(x.new_zeros(()), 10.0))
+        if columns == "plate":
+            with pyro.plate("rows", x.shape[0], dim=-2), pyro.plate("columns", 2, dim=-1):
+                pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        else:
+            with pyro.plate("rows", x.shape[0], dim=-1):
+                pyro.sample("y", dist.Normal(mu.unsqueeze(-1).expand(mu.shape + (2,)), 1.0).to_event(1), obs=y)
+
+    def guide(x, y=None):
+        pyro.sample("mu", dist.Normal(x.new_zeros(()), 1.0))
+
+    joint = dist.MultivariateNormal(torch.zeros(2, dtype=torch.float64),
+                                    torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64))
+    y = joint.sample((30,))
+    x = torch.zeros(30, 1, dtype=torch.float64)
+    result = FitResult("user", "fixed", model, guide, (x, y), np.zeros(1), 0.0, y.device, FitSettings(),
+                       max_plate_nesting=2 if columns == "plate" else 1)
+    pyro.set_rng_seed(0)
+    scores = heldout_scores(result, (x, y), num_samples=100_000)
+    exact = float(joint.log_prob(y).mean())
+    marginals = float(dist.Normal(0.0, math.sqrt(2.0)).log_prob(y).sum(-1).mean())
+    assert abs(exact - marginals) > 0.05
+    assert scores["test_lpd"] == pytest.approx(exact, abs=0.01)
+
+
 def test_heldout_scores_in_original_units_against_the_closed_form():
     """A guide q(mu) = N(0.3, 0.8²) for y ~ N(mu, 1): the predictive is N(0.3, 1.64), in units of ``scale``."""
     from pyro_vi_zoo.engine import FitResult, FitSettings

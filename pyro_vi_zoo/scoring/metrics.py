@@ -55,15 +55,21 @@ def count_nonfinite(log_weights: torch.Tensor) -> int:
     return int((torch.isnan(log_weights) | (log_weights == math.inf)).sum())
 
 
+#: log-weights within this of each other are equal: an importance sampler that is exact to 1%
+FLAT = 0.01
+
+
 def pareto_khat(log_weights: torch.Tensor) -> float:
     """PSIS Pareto k̂ of importance log-weights log p(x, z) − log q(z), z ~ q (Yao et al. 2018).
 
     k̂ < 0.5: q is good; 0.5–0.7: usable; > 0.7: unreliable. Fits a generalised
     Pareto distribution (Zhang & Stephens 2009, via Pyro) to the largest
-    M = min(0.2 S, 3 √S) weights, as in Vehtari et al. (2015). Weights that are
-    all equal (q equals the posterior) are bounded, which PSIS reports as −inf.
-    A NaN or +inf log-weight makes k̂ +inf (count them with :func:`count_nonfinite`);
-    −inf log-weights are zero weights and stay in. Runs on the CPU in float64.
+    M = min(0.2 S, 3 √S) weights, as in Vehtari et al. (2015). Weights equal to
+    within 1% (q is the posterior, up to the float32 rounding of log p and log q)
+    are bounded, which PSIS reports as −inf. Tail weights that spread past
+    float64's range (log-weights hundreds of nats apart) make k̂ +inf, as does a NaN or +inf
+    log-weight (count those with :func:`count_nonfinite`); −inf log-weights are zero
+    weights and stay in. Runs on the CPU in float64.
     """
     log_weights = log_weights.detach().cpu().double().flatten()
     if count_nonfinite(log_weights):
@@ -72,7 +78,7 @@ def pareto_khat(log_weights: torch.Tensor) -> float:
     if num < 50:
         return float("nan")
     log_weights = torch.sort(log_weights - log_weights.max())[0]
-    if float(log_weights[0]) > -1e-9:
+    if float(log_weights[0]) > -FLAT:
         return float("-inf")
     tail_size = int(math.ceil(min(0.2 * num, 3.0 * math.sqrt(num))))
     cutoff = float(log_weights[-tail_size - 1])
@@ -83,8 +89,8 @@ def pareto_khat(log_weights: torch.Tensor) -> float:
     try:
         with torch.device("cpu"):  # Pyro's fit makes tensors on the default device, which a user may set to CUDA
             k, _ = fit_generalized_pareto(excess)
-    except ZeroDivisionError:  # a numerically flat tail: no tail index to estimate
-        return float("nan")
+    except ZeroDivisionError:  # tail weights that underflow to zero: far heavier than k̂ = 0.7
+        return math.inf if bool((excess == 0).any()) else float("nan")
     return float(k)
 
 

@@ -43,28 +43,34 @@ def heldout_scores(result, args, num_samples: int = 1000, scale: float = 1.0) ->
     """``test_lpd``, and for one real-valued observed site ``rmse``, ``coverage_90`` and ``width_90``.
 
     ``test_lpd`` is the mean over test examples (the leading dimension of ``args``)
-    of log (1/S) Σ_s p(y_i | θ_s), summed over observed sites; ``scale`` is the
-    target's scale when the model saw standardised targets (scores come back in
-    original units). Entries a mask leaves out are not scored, and examples with no
-    scored entry are not counted. Draws run without gradients; the interval is the
-    central 90% of predictive draws.
+    of log (1/S) Σ_s p(y_i | θ_s), where y_i is everything observed of example i
+    (every observed site, every entry of its row, jointly: a row's columns count
+    the same whether the model declares them in a plate or as an event); ``scale``
+    is the target's scale when the model saw standardised targets (scores come back
+    in original units). Entries a mask leaves out are not scored, and examples with
+    no scored entry are not counted. A site not laid out by rows is scored as one
+    more example. Draws run without gradients; the interval is the central 90% of
+    predictive draws.
     """
     sites = observed_likelihoods(result, args, num_samples)
     if not sites:
         return {}
     num_rows = int(args[0].shape[0])
     counted = torch.zeros(num_rows, dtype=torch.bool, device="cpu")
+    by_row = torch.zeros(num_samples, num_rows, dtype=torch.float64, device="cpu")  # log p(y_i | θ_s), all of row i
     total = 0.0
     with torch.no_grad():
         for fn, value, kept in sites.values():
-            log_likelihood = fn.log_prob(value).reshape(num_samples, -1).double()
-            log_density = torch.logsumexp(log_likelihood, 0) - math.log(num_samples)
-            keep = _per_entry(kept, num_samples, log_density)
-            total += float(log_density[keep].sum())
-            if log_density.numel() % num_rows == 0:
-                counted |= keep.reshape(num_rows, -1).any(-1).cpu()
-            else:  # a site not laid out by rows: every row counts
+            log_likelihood = fn.log_prob(value).reshape(num_samples, -1).double().cpu()
+            keep = _per_entry(kept, num_samples, log_likelihood[0]).cpu()
+            log_likelihood = log_likelihood.masked_fill(~keep, 0.0)
+            if log_likelihood.shape[1] % num_rows == 0:
+                by_row += log_likelihood.reshape(num_samples, num_rows, -1).sum(-1)
+                counted |= keep.reshape(num_rows, -1).any(-1)
+            else:  # a site not laid out by rows: one more example
+                total += float(torch.logsumexp(log_likelihood.sum(-1), 0)) - math.log(num_samples)
                 counted[:] = True
+    total += float((torch.logsumexp(by_row, 0) - math.log(num_samples))[counted].sum())
     row = {"test_lpd": total / max(int(counted.sum()), 1) - math.log(scale)}
     if len(sites) == 1:
         fn, value, kept = next(iter(sites.values()))
