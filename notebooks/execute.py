@@ -2,7 +2,7 @@
 
     python notebooks/execute.py            # full runs (minutes)
     python notebooks/execute.py --fast     # the tests' fast mode (PYRO_VI_ZOO_FAST=1)
-    python notebooks/execute.py gmm.ipynb  # some of them
+    python notebooks/execute.py gmm vae    # some of them (names in this folder, or paths)
 """
 
 import argparse
@@ -32,9 +32,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.fast:
         os.environ["PYRO_VI_ZOO_FAST"] = "1"
-    # a path as the shell completes it, or a bare name of a notebook in this folder
-    paths = [Path(name) if Path(name).is_file() else HERE / name for name in args.notebooks] \
-        or sorted(HERE.glob("*.ipynb"))
+    # a path as the shell completes it, or a name of a notebook in this folder, with or without .ipynb
+    paths = [Path(name) if Path(name).is_file() else HERE / Path(name).with_suffix(".ipynb").name
+             for name in args.notebooks] or sorted(HERE.glob("*.ipynb"))
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        print(f"error: no notebook {', '.join(missing)}; choose from: "
+              f"{', '.join(sorted(path.stem for path in HERE.glob('*.ipynb')))}", file=sys.stderr)
+        return 2
     for path in paths:
         start = time.perf_counter()
         execute(path)
