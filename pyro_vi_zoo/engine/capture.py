@@ -233,9 +233,8 @@ class GraphedUpdate:
             self.stream = torch.cuda.Stream()
 
     def __call__(self) -> torch.Tensor:
-        if self.graph is not None:
-            with torch.cuda.device(self.device):
-                self.graph.replay()
+        if self.graph is not None:  # a replay runs on the device it was recorded on
+            self.graph.replay()
             return self.static_loss
         with torch.cuda.device(self.device):
             if self.eager_steps < WARMUP_STEPS - 1:

@@ -107,7 +107,8 @@ class FitResult:
         except ImportError:
             from ..errors import ZooError
 
-            raise ZooError("ArviZ export needs arviz: pip install arviz (or the extra, pip install 'pyro_vi_zoo[arviz]').") from None
+            raise ZooError("ArviZ export needs arviz: pip install arviz "
+                           "(or the extra, pip install 'pyro_vi_zoo[arviz]').") from None
         draws = self.sample_posterior(num_samples, sites)
         as_numpy = lambda values: {name: value.detach().cpu().numpy()[None] for name, value in values.items()}
         groups = {"posterior": as_numpy(draws)}

@@ -31,7 +31,8 @@ def gmm_mean_field(data, *, num_components=2, assignments="marginalised", ordere
     check_model_arguments(data, num_components, assignments, priors)
     start = _lazy_initial_values(data, num_components, ordered)
     concentration = pyro.param(
-        f"{PREFIX}.weights_concentration", lambda: data.new_full((num_components,), max(1.0, data.shape[0] / num_components)),
+        f"{PREFIX}.weights_concentration",
+        lambda: data.new_full((num_components,), max(1.0, data.shape[0] / num_components)),
         constraint=constraints.positive,
     )
     pyro.sample("weights", dist.Dirichlet(concentration))
